@@ -1,0 +1,246 @@
+//! Command-line flags (argh) and their validation into a [`Config`] the server runs with.
+
+use argh::FromArgs;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_DB_URI: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
+
+/// promgres: long-term storage for Prometheus in PostgreSQL (remote write).
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    /// command: "run" (default) serves remote write, "migrate" applies schema migrations and exits
+    #[argh(positional)]
+    pub command: Option<String>,
+
+    /// address to listen on for HTTP (default 127.0.0.1:9201)
+    #[argh(option, default = "String::from(\"127.0.0.1:9201\")")]
+    pub web_listen_address: String,
+
+    /// database URI or key=value string (default: $PROMGRES_DB_URI, else
+    /// postgresql://postgres@127.0.0.1:5432/postgres)
+    #[argh(option)]
+    pub db_uri: Option<String>,
+
+    /// file holding the database password (default: $PROMGRES_DB_PASSWORD_FILE); keeps the
+    /// password off the command line
+    #[argh(option)]
+    pub db_password_file: Option<String>,
+
+    /// maximum PostgreSQL connections this instance opens: writers + 1 control (default 5)
+    #[argh(option, default = "5")]
+    pub db_connections_max: usize,
+
+    /// writer threads, each with its own connection (default 4)
+    #[argh(option, default = "4")]
+    pub db_writers: usize,
+
+    /// largest accepted decoded (uncompressed) request, in bytes (default 33554432 = 32 MiB)
+    #[argh(option, default = "32 * 1024 * 1024")]
+    pub max_request_bytes: usize,
+
+    /// write requests that may wait for a writer before new ones get 503 (default 64)
+    #[argh(option, default = "64")]
+    pub queue_capacity: usize,
+
+    /// how long a write request waits for its commit before answering 503 (default 25s)
+    #[argh(option, default = "String::from(\"25s\")")]
+    pub write_timeout: String,
+
+    /// HTTP handler threads; each serves one request at a time (default 128)
+    #[argh(option, default = "128")]
+    pub http_threads: usize,
+
+    /// answer write requests once queued, before commit: faster, but samples acknowledged
+    /// and not yet committed are lost if promgres or PostgreSQL crashes
+    #[argh(switch)]
+    pub async_acks: bool,
+
+    /// log level: error, warn, info, debug or trace (default info; RUST_LOG overrides)
+    #[argh(option, default = "String::from(\"info\")")]
+    pub log_level: String,
+
+    /// de-duplicate Prometheus HA pairs by cluster/__replica__ labels (not implemented yet)
+    #[argh(switch)]
+    pub high_availability: bool,
+
+    /// legacy leader election: advisory lock id shared by a group of promgres (not implemented yet)
+    #[argh(option)]
+    pub leader_election_pg_advisory_lock_id: Option<i64>,
+
+    /// legacy leader election: resign after the paired Prometheus is silent this long (not implemented yet)
+    #[argh(option)]
+    pub leader_election_pg_advisory_lock_prometheus_timeout: Option<String>,
+
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    Migrate,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub command: Command,
+    pub listen: SocketAddr,
+    pub db: postgres::Config,
+    pub db_writers: usize,
+    pub max_request_bytes: usize,
+    pub queue_capacity: usize,
+    pub write_timeout: Duration,
+    pub http_threads: usize,
+    pub async_acks: bool,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Settings for tests and embedding: listen on an ephemeral port of 127.0.0.1.
+    pub fn for_database(db: postgres::Config) -> Config {
+        Config {
+            command: Command::Run,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db,
+            db_writers: 2,
+            max_request_bytes: 32 << 20,
+            queue_capacity: 64,
+            write_timeout: Duration::from_secs(25),
+            http_threads: 32,
+            async_acks: false,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Turns flags and environment into a [`Config`], or a message for the operator.
+pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+    let command = match args.command.as_deref() {
+        None | Some("run") => Command::Run,
+        Some("migrate") => Command::Migrate,
+        Some(other) => return Err(format!("unknown command {other:?}: expected run or migrate")),
+    };
+    if args.high_availability {
+        return Err("--high-availability is not implemented yet in this version".into());
+    }
+    if args.leader_election_pg_advisory_lock_id.is_some()
+        || args.leader_election_pg_advisory_lock_prometheus_timeout.is_some()
+    {
+        return Err("advisory-lock leader election is not implemented yet in this version".into());
+    }
+    let listen: SocketAddr = args
+        .web_listen_address
+        .parse()
+        .map_err(|e| format!("--web-listen-address {:?}: {e}", args.web_listen_address))?;
+    let uri = args
+        .db_uri
+        .or_else(|| env("PROMGRES_DB_URI"))
+        .unwrap_or_else(|| DEFAULT_DB_URI.to_string());
+    let mut db: postgres::Config = uri
+        .parse()
+        .map_err(|e| format!("--db-uri is not a valid PostgreSQL connection string: {e}"))?;
+    if let Some(path) = args.db_password_file.or_else(|| env("PROMGRES_DB_PASSWORD_FILE")) {
+        let password = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read --db-password-file {path}: {e}"))?;
+        db.password(password.trim_end_matches(['\n', '\r']));
+    }
+    if db.get_connect_timeout().is_none() {
+        db.connect_timeout(Duration::from_secs(5));
+    }
+    if args.db_writers == 0 {
+        return Err("--db-writers must be at least 1".into());
+    }
+    if args.db_writers + 1 > args.db_connections_max {
+        return Err(format!(
+            "--db-writers {} needs {} connections (writers + 1 control), more than --db-connections-max {}",
+            args.db_writers,
+            args.db_writers + 1,
+            args.db_connections_max
+        ));
+    }
+    if args.max_request_bytes == 0 {
+        return Err("--max-request-bytes must be positive".into());
+    }
+    let write_timeout = parse_duration(&args.write_timeout)
+        .map_err(|e| format!("--write-timeout: {e}"))?;
+    Ok(Config {
+        command,
+        listen,
+        db,
+        db_writers: args.db_writers,
+        max_request_bytes: args.max_request_bytes,
+        queue_capacity: args.queue_capacity.max(1),
+        write_timeout,
+        http_threads: args.http_threads.max(1),
+        async_acks: args.async_acks,
+        log_level: args.log_level,
+    })
+}
+
+/// Parses durations such as `250ms`, `30s`, `5m`, `2h`, `90d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args = Args::from_args(&["promgres"], args).map_err(|e| e.output)?;
+        from_args(args, |_| None)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3x").is_err());
+    }
+
+    #[test]
+    fn defaults_and_connection_budget() {
+        let c = parse(&[]).expect("defaults are valid");
+        assert_eq!(c.command, Command::Run);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9201");
+        assert_eq!(c.max_request_bytes, 32 << 20);
+        assert!(parse(&["--db-writers", "8", "--db-connections-max", "8"]).is_err());
+        assert!(parse(&["migrate"]).is_ok_and(|c| c.command == Command::Migrate));
+        assert!(parse(&["--high-availability"]).is_err());
+    }
+
+    #[test]
+    fn uri_from_environment() {
+        let args = Args::from_args(&["promgres"], &[]).expect("args");
+        let c = from_args(args, |k| {
+            (k == "PROMGRES_DB_URI").then(|| "postgresql://u@db.example:6543/x".to_string())
+        })
+        .expect("valid");
+        assert_eq!(c.db.get_ports(), &[6543]);
+        assert_eq!(c.db.get_dbname(), Some("x"));
+    }
+}

@@ -1,0 +1,308 @@
+//! The HTTP surface: a fixed set of handler threads serving tiny_http requests (tiny_http
+//! reads each connection on a thread of its own). Handlers check headers, read the body,
+//! hand it to `decode`, queue the batch and wait for the writer's outcome.
+//!
+//! Every failure becomes an [`ApiError`], and [`ApiError::status`] is the one place that maps
+//! them to HTTP status codes: 4xx only for the sender's fault (Prometheus drops those), 503
+//! with Retry-After for ours (Prometheus retries those). Never 429: Prometheus 2.42 drops it.
+
+use crate::decode::{self, DecodeError};
+use crate::metrics::Metrics;
+use crate::queue::{Queue, SubmitError};
+use crate::store::StoreError;
+use crossbeam_channel::RecvTimeoutError;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tiny_http::{Header, Method, Request, Response};
+
+/// Seconds suggested to a sender in `Retry-After` on a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// Why a request was not answered with success.
+#[derive(Debug)]
+pub enum ApiError {
+    Decode(DecodeError),
+    /// Compressed body larger than any body that could decode within the limit.
+    BodyTooLarge { length: usize, limit: usize },
+    BodyUnreadable(String),
+    UnsupportedMediaType(String),
+    NotFound,
+    MethodNotAllowed,
+    QueueFull,
+    ShuttingDown,
+    Database(StoreError),
+    CommitTimeout(Duration),
+    Unhealthy(String),
+}
+
+impl ApiError {
+    /// The status code and whether to send Retry-After: the single mapping of errors to HTTP.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Decode(DecodeError::TooLarge { .. }) | ApiError::BodyTooLarge { .. } => 413,
+            ApiError::Decode(_) | ApiError::BodyUnreadable(_) => 400,
+            ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::QueueFull
+            | ApiError::ShuttingDown
+            | ApiError::Database(_)
+            | ApiError::CommitTimeout(_)
+            | ApiError::Unhealthy(_) => 503,
+        }
+    }
+
+    /// A short stable name for the `reason` label of rejected samples.
+    fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Decode(e) => e.reason(),
+            ApiError::BodyTooLarge { .. } => "too_large",
+            ApiError::BodyUnreadable(_) => "body_unreadable",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::NotFound | ApiError::MethodNotAllowed => "bad_route",
+            ApiError::QueueFull => "queue_full",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::Database(_) => "database_error",
+            ApiError::CommitTimeout(_) => "commit_timeout",
+            ApiError::Unhealthy(_) => "unhealthy",
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Decode(e) => write!(f, "{e}"),
+            ApiError::BodyTooLarge { length, limit } => write!(
+                f,
+                "request body of {length} bytes is larger than any Snappy body within the decoded limit of {limit} bytes (--max-request-bytes)"
+            ),
+            ApiError::BodyUnreadable(e) => write!(f, "cannot read request body: {e}"),
+            ApiError::UnsupportedMediaType(e) => write!(f, "{e}"),
+            ApiError::NotFound => write!(f, "not found: promgres serves POST /write, GET /healthz, GET /metrics"),
+            ApiError::MethodNotAllowed => write!(f, "method not allowed"),
+            ApiError::QueueFull => write!(f, "write queue is full; retry later"),
+            ApiError::ShuttingDown => write!(f, "promgres is shutting down; retry later"),
+            ApiError::Database(e) => write!(f, "samples not stored, retry later: {e}"),
+            ApiError::CommitTimeout(d) => write!(
+                f,
+                "no commit within {d:?}; the samples may or may not be stored, a retry is safe"
+            ),
+            ApiError::Unhealthy(e) => write!(f, "unhealthy: {e}"),
+        }
+    }
+}
+
+/// What `/healthz` asks: database reachable and schema current.
+pub trait HealthCheck: Send + Sync {
+    fn check(&self) -> Result<(), String>;
+}
+
+/// Everything a handler thread needs.
+pub struct HttpState {
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<dyn HealthCheck>,
+    pub max_request_bytes: usize,
+    pub write_timeout: Duration,
+    pub async_acks: bool,
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// Serves requests from `server` until `state.stopping` is set; run one per handler thread.
+pub fn serve(server: &tiny_http::Server, state: &HttpState) {
+    while !state.stopping.load(Ordering::Relaxed) {
+        match server.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(request)) => handle(request, state),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("HTTP accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn handle(mut request: Request, state: &HttpState) {
+    let started = Instant::now();
+    let path = request.url().split('?').next().unwrap_or("").to_string();
+    let (metric_path, result) = match path.as_str() {
+        "/write" | "/api/v1/write" => ("/write", write(&mut request, state)),
+        "/healthz" => ("/healthz", healthz(&request, state)),
+        "/metrics" => ("/metrics", metrics(&request, state)),
+        _ => ("other", Err(ApiError::NotFound)),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let status = e.status();
+            if status >= 500 {
+                log::warn!("{path}: {status}: {e}");
+            } else {
+                log::debug!("{path}: {status}: {e}");
+            }
+            let mut r = Response::from_string(format!("{e}\n"))
+                .with_status_code(status)
+                .with_header(header("Content-Type", "text/plain; charset=utf-8"));
+            if status == 503 {
+                r = r.with_header(header("Retry-After", &RETRY_AFTER_SECS.to_string()));
+            }
+            r
+        }
+    };
+    let code = response.status_code().0;
+    if metric_path == "/write" {
+        state.metrics.http_write_duration.observe(started.elapsed());
+    }
+    state
+        .metrics
+        .http_requests
+        .add(&[metric_path, &code.to_string()], 1);
+    if let Err(e) = request.respond(response) {
+        log::debug!("{path}: client went away before the answer: {e}");
+    }
+}
+
+fn header(name: &str, value: &str) -> Header {
+    // Both parts are ASCII literals or digits, which tiny_http always accepts.
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .unwrap_or_else(|_| Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("static header"))
+}
+
+type Reply = Result<Response<std::io::Cursor<Vec<u8>>>, ApiError>;
+
+fn header_value<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+/// Remote write 1.0 is Snappy-compressed protobuf. Missing headers are tolerated (some
+/// senders omit them); anything else announced is refused with 415.
+fn check_media_type(request: &Request) -> Result<(), ApiError> {
+    if let Some(encoding) = header_value(request, "Content-Encoding") {
+        if !encoding.trim().eq_ignore_ascii_case("snappy") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "unsupported Content-Encoding {encoding:?}: remote write needs snappy"
+            )));
+        }
+    }
+    if let Some(content_type) = header_value(request, "Content-Type") {
+        let mut parts = content_type.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        if !media.eq_ignore_ascii_case("application/x-protobuf") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "unsupported Content-Type {content_type:?}: remote write 1.0 needs application/x-protobuf"
+            )));
+        }
+        for p in parts {
+            if let Some(proto) = p.strip_prefix("proto=") {
+                if proto != "prometheus.WriteRequest" {
+                    return Err(ApiError::UnsupportedMediaType(format!(
+                        "unsupported message {proto:?}: promgres speaks remote write 1.0 (prometheus.WriteRequest)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write(request: &mut Request, state: &HttpState) -> Reply {
+    if *request.method() != Method::Post {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let result = write_inner(request, state);
+    if let Err(e) = &result {
+        let refused = match e {
+            ApiError::Decode(d) => d.refused_samples(),
+            _ => 0,
+        };
+        state
+            .metrics
+            .samples_rejected
+            .add(&[e.reason()], refused as u64);
+    }
+    result
+}
+
+fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
+    check_media_type(request)?;
+    // No valid Snappy body within the decoded limit can be longer than this.
+    let limit = snap::raw::max_compress_len(state.max_request_bytes).max(64);
+    if let Some(length) = request.body_length() {
+        if length > limit {
+            return Err(ApiError::BodyTooLarge { length, limit });
+        }
+    }
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(limit));
+    request
+        .as_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
+    if body.len() > limit {
+        return Err(ApiError::BodyTooLarge {
+            length: body.len(),
+            limit,
+        });
+    }
+    let batch =
+        decode::decode_write(&body, state.max_request_bytes, now_ms()).map_err(ApiError::Decode)?;
+    let samples = batch.sample_count();
+    state.metrics.samples_received.add(samples as u64);
+    let waiter = match state.queue.submit(batch, !state.async_acks) {
+        Ok(w) => w,
+        Err(SubmitError::Full) => {
+            state.metrics.samples_rejected.add(&["queue_full"], samples as u64);
+            return Err(ApiError::QueueFull);
+        }
+        Err(SubmitError::Closed) => return Err(ApiError::ShuttingDown),
+    };
+    if let Some(outcome) = waiter {
+        match outcome.recv_timeout(state.write_timeout) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                state
+                    .metrics
+                    .samples_rejected
+                    .add(&["database_error"], samples as u64);
+                return Err(ApiError::Database(e));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(ApiError::CommitTimeout(state.write_timeout))
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(ApiError::ShuttingDown),
+        }
+    }
+    Ok(Response::from_data(Vec::new()).with_status_code(204))
+}
+
+fn healthz(request: &Request, state: &HttpState) -> Reply {
+    if *request.method() != Method::Get && *request.method() != Method::Head {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    state.health.check().map_err(ApiError::Unhealthy)?;
+    Ok(Response::from_data(b"ok\n".to_vec()).with_header(header("Content-Type", "text/plain")))
+}
+
+fn metrics(request: &Request, state: &HttpState) -> Reply {
+    if *request.method() != Method::Get {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    Ok(Response::from_data(state.metrics.render().into_bytes()).with_header(header(
+        "Content-Type",
+        "text/plain; version=0.0.4; charset=utf-8",
+    )))
+}
+
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,26 @@
+//! promgres: long-term storage for Prometheus in PostgreSQL.
+//!
+//! Data flows one way: `http` (transport) -> `decode` (remote-write parsing and validation)
+//! -> `queue` -> `writer` (pool of PostgreSQL writers) -> `store` (all SQL). `server` wires the
+//! stages together; ARCHITECTURE.md has the map and the invariants.
+
+pub mod config;
+pub mod decode;
+pub mod http;
+pub mod metrics;
+pub mod proto;
+pub mod queue;
+pub mod series_cache;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod writer;
+
+/// The version and the git commit it was built from.
+pub fn version() -> String {
+    format!(
+        "promgres {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("PROMGRES_GIT_COMMIT").unwrap_or("unknown")
+    )
+}

@@ -1,0 +1,269 @@
+//! The server's own metrics and their Prometheus text exposition (`GET /metrics`).
+//!
+//! A deliberately small registry: counters and gauges are atomics, labelled families are
+//! maps behind a mutex (touched once per request, not per sample), histograms have fixed
+//! buckets. Every stage records into the one [`Metrics`] value it is handed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A monotonically increasing count.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters keyed by label values, in a fixed label-name order.
+pub struct CounterVec {
+    label_names: &'static [&'static str],
+    values: Mutex<BTreeMap<Vec<String>, u64>>,
+}
+
+impl CounterVec {
+    pub fn new(label_names: &'static [&'static str]) -> Self {
+        CounterVec {
+            label_names,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn add(&self, label_values: &[&str], n: u64) {
+        debug_assert_eq!(label_values.len(), self.label_names.len());
+        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        *values.entry(key).or_insert(0) += n;
+    }
+
+    pub fn get(&self, label_values: &[&str]) -> u64 {
+        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.get(&key).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, v) in values.iter() {
+            let _ = writeln!(out, "{name}{} {v}", label_text(self.label_names, key));
+        }
+    }
+}
+
+/// Gauges keyed by label values.
+pub struct GaugeVec {
+    label_names: &'static [&'static str],
+    values: Mutex<BTreeMap<Vec<String>, i64>>,
+}
+
+impl GaugeVec {
+    pub fn new(label_names: &'static [&'static str]) -> Self {
+        GaugeVec {
+            label_names,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn set(&self, label_values: &[&str], v: i64) {
+        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.insert(key, v);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, v) in values.iter() {
+            let _ = writeln!(out, "{name}{} {v}", label_text(self.label_names, key));
+        }
+    }
+}
+
+/// Latency buckets in seconds, from 1 ms to 30 s.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency histogram with fixed buckets.
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let n = self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+fn label_text(names: &[&str], values: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("{");
+    for (i, (n, v)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = write!(s, "{n}=\"{escaped}\"");
+    }
+    s.push('}');
+    s
+}
+
+/// Every metric promgres exports.
+pub struct Metrics {
+    pub http_requests: CounterVec,
+    pub http_write_duration: Histogram,
+    pub samples_received: Counter,
+    pub samples_stored: Counter,
+    pub samples_rejected: CounterVec,
+    pub metadata_stored: Counter,
+    pub commit_duration: Histogram,
+    pub queue_depth: Gauge,
+    pub queue_capacity: Gauge,
+    pub writer_errors: CounterVec,
+    pub series_cache_size: Gauge,
+    pub series_cache_hits: Counter,
+    pub series_cache_misses: Counter,
+    pub series_created: Counter,
+    pub db_connected: GaugeVec,
+    pub duplicate_fallbacks: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            http_requests: CounterVec::new(&["path", "code"]),
+            http_write_duration: Histogram::default(),
+            samples_received: Counter::default(),
+            samples_stored: Counter::default(),
+            samples_rejected: CounterVec::new(&["reason"]),
+            metadata_stored: Counter::default(),
+            commit_duration: Histogram::default(),
+            queue_depth: Gauge::default(),
+            queue_capacity: Gauge::default(),
+            writer_errors: CounterVec::new(&["kind"]),
+            series_cache_size: Gauge::default(),
+            series_cache_hits: Counter::default(),
+            series_cache_misses: Counter::default(),
+            series_created: Counter::default(),
+            db_connected: GaugeVec::new(&["connection"]),
+            duplicate_fallbacks: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text format (version 0.0.4) of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+
+        head(&mut out, "promgres_http_requests_total", "counter", "HTTP requests by path and status code.");
+        self.http_requests.render(&mut out, "promgres_http_requests_total");
+        head(&mut out, "promgres_write_request_duration_seconds", "histogram", "Time from receiving a write request to answering it.");
+        self.http_write_duration.render(&mut out, "promgres_write_request_duration_seconds", "");
+        scalar(&mut out, "promgres_samples_received_total", "counter", "Samples in decoded write requests.", self.samples_received.get().to_string());
+        scalar(&mut out, "promgres_samples_stored_total", "counter", "Samples committed to PostgreSQL (re-sent duplicates included).", self.samples_stored.get().to_string());
+        head(&mut out, "promgres_samples_rejected_total", "counter", "Samples refused, by reason.");
+        self.samples_rejected.render(&mut out, "promgres_samples_rejected_total");
+        scalar(&mut out, "promgres_metadata_stored_total", "counter", "Metric metadata entries upserted.", self.metadata_stored.get().to_string());
+        head(&mut out, "promgres_db_commit_duration_seconds", "histogram", "Duration of one writer transaction (COPY and commit).");
+        self.commit_duration.render(&mut out, "promgres_db_commit_duration_seconds", "");
+        scalar(&mut out, "promgres_queue_depth", "gauge", "Write batches waiting for a writer.", self.queue_depth.get().to_string());
+        scalar(&mut out, "promgres_queue_capacity", "gauge", "Capacity of the write queue (--queue-capacity).", self.queue_capacity.get().to_string());
+        head(&mut out, "promgres_writer_errors_total", "counter", "Writer failures, by kind.");
+        self.writer_errors.render(&mut out, "promgres_writer_errors_total");
+        scalar(&mut out, "promgres_series_cache_size", "gauge", "Series ids held in the in-memory cache.", self.series_cache_size.get().to_string());
+        let hits = self.series_cache_hits.get();
+        let misses = self.series_cache_misses.get();
+        scalar(&mut out, "promgres_series_cache_hits_total", "counter", "Series id look-ups answered by the cache.", hits.to_string());
+        scalar(&mut out, "promgres_series_cache_misses_total", "counter", "Series id look-ups that went to PostgreSQL.", misses.to_string());
+        let ratio = if hits + misses == 0 { 1.0 } else { hits as f64 / (hits + misses) as f64 };
+        scalar(&mut out, "promgres_series_cache_hit_ratio", "gauge", "hits / (hits + misses) since start.", ratio.to_string());
+        scalar(&mut out, "promgres_series_created_total", "counter", "Series rows this instance created.", self.series_created.get().to_string());
+        head(&mut out, "promgres_db_connected", "gauge", "1 when the connection is open, per connection.");
+        self.db_connected.render(&mut out, "promgres_db_connected");
+        scalar(&mut out, "promgres_duplicate_fallbacks_total", "counter", "Transactions re-done through the ON CONFLICT path because they held re-sent samples.", self.duplicate_fallbacks.get().to_string());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labelled_counters_and_histograms() {
+        let m = Metrics::default();
+        m.http_requests.add(&["/write", "204"], 2);
+        m.samples_rejected.add(&["bad\"reason"], 1);
+        m.commit_duration.observe(Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("promgres_http_requests_total{path=\"/write\",code=\"204\"} 2"));
+        assert!(text.contains("promgres_samples_rejected_total{reason=\"bad\\\"reason\"} 1"));
+        assert!(text.contains("promgres_db_commit_duration_seconds_bucket{le=\"0.0025\"} 0"));
+        assert!(text.contains("promgres_db_commit_duration_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("promgres_db_commit_duration_seconds_count 1"));
+    }
+}

@@ -1,0 +1,66 @@
+//! Wire messages of the Prometheus remote-write 1.0 protocol (`prometheus.WriteRequest`),
+//! written by hand with `prost` derives so no protoc or build script is needed.
+//!
+//! Field numbers follow prometheus/prometheus `prompb/remote.proto` and `prompb/types.proto`.
+//! Only what promgres stores is declared; prost skips unknown fields (exemplars, native
+//! histograms), so requests carrying them still decode.
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
+pub struct Label {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricMetadata {
+    /// `MetricType` enum; kept as a plain integer so unknown future values still decode.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    #[prost(string, tag = "4")]
+    pub help: String,
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+/// The `MetricMetadata.MetricType` names, indexed by their wire value.
+pub fn metric_type_name(value: i32) -> &'static str {
+    match value {
+        1 => "counter",
+        2 => "gauge",
+        3 => "histogram",
+        4 => "gaugehistogram",
+        5 => "summary",
+        6 => "info",
+        7 => "stateset",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,217 @@
+//! Wiring: migrates the schema, starts the writer pool, the maintenance thread and the HTTP
+//! handler threads, and stops them in order (stop accepting, drain the queue, commit, exit).
+//! `main` and the integration tests both start promgres through [`Server::start`].
+
+use crate::config::Config;
+use crate::http::{self, HealthCheck, HttpState};
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::store;
+use crate::writer::{self, Shared, WriterPool};
+use postgres::Client;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often the maintenance thread makes sure partitions exist ahead of need.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The control connection: health checks and maintenance, outside the writer pool.
+pub struct Control {
+    config: postgres::Config,
+    client: Mutex<Option<Client>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Control {
+    fn new(db: &postgres::Config, metrics: Arc<Metrics>) -> Self {
+        let mut config = db.clone();
+        config.application_name("promgres-control");
+        Control {
+            config,
+            client: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// Runs `f` on the control connection, (re)connecting first when needed.
+    fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> store::Result<T>,
+    ) -> store::Result<T> {
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = None;
+            let client = store::connect(&self.config);
+            self.metrics
+                .db_connected
+                .set(&["control"], i64::from(client.is_ok()));
+            *guard = Some(client?);
+        }
+        let Some(client) = guard.as_mut() else {
+            unreachable!("connected just above")
+        };
+        let result = f(client);
+        if let Err(e) = &result {
+            if e.connection_lost {
+                *guard = None;
+                self.metrics.db_connected.set(&["control"], 0);
+            }
+        }
+        result
+    }
+}
+
+impl HealthCheck for Control {
+    fn check(&self) -> Result<(), String> {
+        let version = self
+            .with_client(store::schema_version)
+            .map_err(|e| e.to_string())?;
+        match version {
+            Some(v) if v == store::SCHEMA_VERSION => Ok(()),
+            Some(v) => Err(format!(
+                "schema version {v}, this promgres needs {}",
+                store::SCHEMA_VERSION
+            )),
+            None => Err("schema not migrated".to_string()),
+        }
+    }
+}
+
+/// A running promgres.
+pub struct Server {
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    http_threads: Vec<JoinHandle<()>>,
+    http_server: Option<Arc<tiny_http::Server>>,
+    queue: Option<Queue>,
+    writers: Option<WriterPool>,
+    maintenance: Option<JoinHandle<()>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Applies migrations on a fresh connection (`promgres migrate`, and start-up).
+pub fn migrate(db: &postgres::Config) -> store::Result<usize> {
+    let mut client = store::connect(db)?;
+    store::migrate(&mut client)
+}
+
+impl Server {
+    /// Migrates, then starts serving. Fails when the database cannot be reached at start:
+    /// better a clear start-up error than a server that answers 503 forever.
+    pub fn start(config: &Config) -> Result<Server, String> {
+        migrate(&config.db).map_err(|e| format!("cannot migrate the database: {e}"))?;
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::new(Shared::new(metrics.clone()));
+        let control = Arc::new(Control::new(&config.db, metrics.clone()));
+        control
+            .with_client(|c| writer::prepare_partitions(c, &shared, http::now_ms()))
+            .map_err(|e| format!("cannot create partitions: {e}"))?;
+
+        let (queue, jobs) = Queue::new(config.queue_capacity, metrics.clone());
+        let writers = WriterPool::start(config.db_writers, &config.db, jobs, shared.clone())
+            .map_err(|e| format!("cannot start writers: {e}"))?;
+
+        let stopping = Arc::new(AtomicBool::new(false));
+        let maintenance = {
+            let (control, shared, stopping) = (control.clone(), shared.clone(), stopping.clone());
+            std::thread::Builder::new()
+                .name("promgres-maintenance".into())
+                .spawn(move || maintenance_loop(&control, &shared, &stopping))
+                .map_err(|e| format!("cannot start maintenance thread: {e}"))?
+        };
+
+        let http_server = Arc::new(
+            tiny_http::Server::http(config.listen)
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
+        );
+        let addr = http_server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| "listener has no IP address".to_string())?;
+        let state = Arc::new(HttpState {
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+            health: control,
+            max_request_bytes: config.max_request_bytes,
+            write_timeout: config.write_timeout,
+            async_acks: config.async_acks,
+            stopping: stopping.clone(),
+        });
+        let mut http_threads = Vec::with_capacity(config.http_threads);
+        for n in 0..config.http_threads {
+            let (server, state) = (http_server.clone(), state.clone());
+            http_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("promgres-http-{n}"))
+                    .stack_size(256 * 1024)
+                    .spawn(move || http::serve(&server, &state))
+                    .map_err(|e| format!("cannot start HTTP threads: {e}"))?,
+            );
+        }
+        log::info!(
+            "promgres listening on http://{addr} ({} writers, acks {})",
+            config.db_writers,
+            if config.async_acks { "asynchronous" } else { "after commit" }
+        );
+        Ok(Server {
+            addr,
+            stopping,
+            http_threads,
+            http_server: Some(http_server),
+            queue: Some(queue),
+            writers: Some(writers),
+            maintenance: Some(maintenance),
+            metrics,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, drains the queue into PostgreSQL
+    /// and stops the writers. Returns false when `deadline` passed before the writers were done.
+    pub fn shutdown(mut self, deadline: Duration) -> bool {
+        let started = Instant::now();
+        self.stopping.store(true, Ordering::Relaxed);
+        for t in self.http_threads.drain(..) {
+            let _ = t.join();
+        }
+        // The handlers are gone; dropping the last queue sender lets writers drain and stop.
+        self.queue = None;
+        // Closes the listening socket.
+        self.http_server = None;
+        let writers = self.writers.take();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            if let Some(w) = writers {
+                w.join();
+            }
+            let _ = done_tx.send(());
+        });
+        let drained = done_rx
+            .recv_timeout(deadline.saturating_sub(started.elapsed()))
+            .is_ok();
+        if let Some(m) = self.maintenance.take() {
+            let _ = m.join();
+        }
+        drained
+    }
+}
+
+fn maintenance_loop(control: &Control, shared: &Shared, stopping: &AtomicBool) {
+    let mut last = Instant::now();
+    while !stopping.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() < MAINTENANCE_INTERVAL {
+            continue;
+        }
+        last = Instant::now();
+        if let Err(e) = control.with_client(|c| writer::prepare_partitions(c, shared, http::now_ms())) {
+            log::warn!("maintenance: cannot create partitions ahead: {e}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Every statement promgres sends to PostgreSQL, apart from the migration files: connecting,
+//! schema migrations, series resolution, partitions, metadata and the binary COPY of samples.
+//!
+//! Functions here take a `postgres::Client` and plain values; they hold no state, so the
+//! writer pool decides when to call them and how to cache what they return.
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+use std::fmt;
+use std::io::Write;
+
+/// Migrations in order; `version` is the position, starting at 1.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+
+/// The schema version this binary needs.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Session-level advisory lock key that serialises migrations across instances.
+const MIGRATION_LOCK_KEY: i64 = 0x7072_6f6d_6772_6573; // "promgres"
+
+/// Why a database call failed. All of these are promgres's side (a 5xx), never the client's.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    /// The connection is gone; the caller must reconnect before trying again.
+    pub connection_lost: bool,
+    pub sqlstate: Option<String>,
+    pub message: String,
+}
+
+impl StoreError {
+    fn is(&self, state: &SqlState) -> bool {
+        self.sqlstate.as_deref() == Some(state.code())
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.sqlstate {
+            Some(code) => write!(f, "database error {code}: {}", self.message),
+            None => write!(f, "database error: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        let sqlstate = e.code().map(|c| c.code().to_string());
+        // Errors without a SQLSTATE come from the socket or protocol, not from a statement.
+        let connection_lost = e.is_closed() || sqlstate.is_none();
+        let message = match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        };
+        StoreError {
+            connection_lost,
+            sqlstate,
+            message,
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError {
+            connection_lost: true,
+            sqlstate: None,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub fn connect(config: &postgres::Config) -> Result<Client> {
+    Ok(config.connect(NoTls)?)
+}
+
+/// Applies every migration newer than the database's version, under a session advisory lock
+/// so two instances starting together apply each migration once. Returns how many it applied.
+pub fn migrate(client: &mut Client) -> Result<usize> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])?;
+    let result = apply_migrations(client);
+    // Unlock even when a migration failed, so a retry or another instance can proceed.
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]);
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+fn apply_migrations(client: &mut Client) -> Result<usize> {
+    client.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS promgres;
+         CREATE TABLE IF NOT EXISTS promgres.schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )?;
+    let current = schema_version(client)?.unwrap_or(0);
+    let mut applied = 0;
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {
+        let version = i as i32 + 1;
+        if version <= current {
+            continue;
+        }
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO promgres.schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, name],
+        )?;
+        tx.commit()?;
+        log::info!("applied migration {version} ({name})");
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// The applied schema version, or None when promgres has never migrated this database.
+pub fn schema_version(client: &mut Client) -> Result<Option<i32>> {
+    let row = client.query_one(
+        "SELECT CASE WHEN to_regclass('promgres.schema_migrations') IS NULL THEN NULL
+                     ELSE (SELECT max(version) FROM promgres.schema_migrations) END",
+        &[],
+    )?;
+    Ok(row.get::<_, Option<i32>>(0))
+}
+
+/// Upserts metric metadata in one statement. `rows` must hold each metric at most once.
+pub fn upsert_metadata(client: &mut Client, rows: &[crate::decode::Metadata]) -> Result<()> {
+    let metrics: Vec<&str> = rows.iter().map(|m| m.metric.as_str()).collect();
+    let types: Vec<&str> = rows.iter().map(|m| m.metric_type).collect();
+    let helps: Vec<&str> = rows.iter().map(|m| m.help.as_str()).collect();
+    let units: Vec<&str> = rows.iter().map(|m| m.unit.as_str()).collect();
+    client.execute(
+        "INSERT INTO promgres.metadata (metric, type, help, unit)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ORDER BY 1
+         ON CONFLICT (metric) DO UPDATE
+            SET type = EXCLUDED.type, help = EXCLUDED.help, unit = EXCLUDED.unit, updated_at = now()
+          WHERE (promgres.metadata.type, promgres.metadata.help, promgres.metadata.unit)
+                IS DISTINCT FROM (EXCLUDED.type, EXCLUDED.help, EXCLUDED.unit)",
+        &[&metrics, &types, &helps, &units],
+    )?;
+    Ok(())
+}
+
+/// Creates the prom_metric view of each metric that has none yet.
+pub fn ensure_metric_views(client: &mut Client, metrics: &[&str]) -> Result<()> {
+    client.execute(
+        "SELECT promgres.ensure_metric_view(m) FROM unnest($1::text[]) AS m ORDER BY m",
+        &[&metrics],
+    )?;
+    Ok(())
+}
+
+/// Creates the daily partitions for the given days (days since 1970-01-01, UTC).
+pub fn ensure_partitions(client: &mut Client, days: &[i32]) -> Result<()> {
+    client.execute(
+        "SELECT promgres.ensure_partition(DATE '1970-01-01' + d) FROM unnest($1::int4[]) AS d ORDER BY d",
+        &[&days],
+    )?;
+    Ok(())
+}
+
+/// Returns the id of each series (`metrics[i]`, `labels_json[i]`), creating missing ones,
+/// in one round trip. Safe when another instance creates the same series concurrently: a row
+/// it committed after our snapshot shows up as a NULL id, and the statement is re-run.
+pub fn resolve_series(
+    client: &mut Client,
+    metrics: &[&str],
+    labels_json: &[&str],
+) -> Result<(Vec<i64>, u64)> {
+    const STATEMENT: &str = "
+        WITH input AS (
+            SELECT t.ord, t.metric, t.labels::jsonb AS labels
+              FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(metric, labels, ord)
+        ), hashed AS (
+            SELECT ord, metric, labels, sha256(convert_to(labels::text, 'UTF8')) AS h FROM input
+        ), created AS (
+            INSERT INTO promgres.series (metric, labels, labels_hash)
+            SELECT metric, labels, h FROM hashed ORDER BY h
+            ON CONFLICT (labels_hash) DO NOTHING
+            RETURNING id, labels_hash
+        )
+        SELECT hashed.ord, COALESCE(created.id, existing.id), created.id IS NOT NULL
+          FROM hashed
+          LEFT JOIN created ON created.labels_hash = hashed.h
+          LEFT JOIN promgres.series existing ON existing.labels_hash = hashed.h
+         ORDER BY hashed.ord";
+    let mut ids = vec![None; metrics.len()];
+    let mut created_total = 0u64;
+    for _attempt in 0..5 {
+        let pending: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let m: Vec<&str> = pending.iter().map(|&i| metrics[i]).collect();
+        let l: Vec<&str> = pending.iter().map(|&i| labels_json[i]).collect();
+        for row in client.query(STATEMENT, &[&m, &l])? {
+            let ord: i64 = row.try_get(0)?;
+            let id: Option<i64> = row.try_get(1)?;
+            let created: bool = row.try_get(2)?;
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|k| pending.get(k))
+                .ok_or_else(|| StoreError {
+                    connection_lost: false,
+                    sqlstate: None,
+                    message: format!("series resolution returned unknown ordinal {ord}"),
+                })?;
+            if created {
+                created_total += 1;
+            }
+            ids[*slot] = id;
+        }
+    }
+    let resolved: Option<Vec<i64>> = ids.into_iter().collect();
+    let resolved = resolved.ok_or_else(|| StoreError {
+        connection_lost: false,
+        sqlstate: None,
+        message: "series ids still unresolved after 5 attempts".to_string(),
+    })?;
+    Ok((resolved, created_total))
+}
+
+/// One row of promgres.samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRow {
+    pub series_id: i64,
+    pub timestamp_ms: i64,
+    pub value: f64,
+}
+
+/// Milliseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
+const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+/// Encodes rows in PostgreSQL's binary COPY format: three int64-sized fields per row, the
+/// float's bits copied as they are, so NaN payloads such as stale markers survive.
+pub fn encode_copy(rows: &[SampleRow]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(19 + rows.len() * 38 + 2);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+    buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    for r in rows {
+        buf.extend_from_slice(&3i16.to_be_bytes());
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&r.series_id.to_be_bytes());
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        // Timestamps are validated to lie between 1970 and now + 10 min, so this cannot overflow.
+        let micros = (r.timestamp_ms - PG_EPOCH_MS) * 1000;
+        buf.extend_from_slice(&micros.to_be_bytes());
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&r.value.to_bits().to_be_bytes());
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    buf
+}
+
+/// How an insert went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertPath {
+    /// Straight binary COPY into the samples table.
+    Copy,
+    /// The COPY met an existing (series, time) (a re-sent batch): re-done through a staging
+    /// table and INSERT ... ON CONFLICT DO NOTHING, which keeps the first value stored.
+    Deduplicated,
+}
+
+/// Whether an error means a sample's day has no partition (e.g. dropped meanwhile).
+pub fn is_missing_partition(e: &StoreError) -> bool {
+    e.is(&SqlState::CHECK_VIOLATION) && e.message.contains("no partition")
+}
+
+/// Inserts rows in one transaction. The fast path is a plain binary COPY, which PostgreSQL
+/// runs at about twice the speed of an ON CONFLICT insert; re-sent batches are rare, so
+/// only a transaction that hits the primary key pays for the slow path.
+pub fn insert_samples(client: &mut Client, copy_data: &[u8]) -> Result<InsertPath> {
+    match copy_in(client, "COPY promgres.samples (series_id, time, value) FROM STDIN (FORMAT binary)", copy_data, None) {
+        Ok(()) => Ok(InsertPath::Copy),
+        Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
+            copy_in(
+                client,
+                "COPY promgres_staging (series_id, time, value) FROM STDIN (FORMAT binary)",
+                copy_data,
+                Some(
+                    "INSERT INTO promgres.samples (series_id, time, value)
+                     SELECT series_id, time, value FROM promgres_staging
+                     ON CONFLICT DO NOTHING",
+                ),
+            )?;
+            Ok(InsertPath::Deduplicated)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn copy_in(client: &mut Client, copy: &str, data: &[u8], then: Option<&str>) -> Result<()> {
+    let mut tx = client.transaction()?;
+    if then.is_some() {
+        tx.batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS promgres_staging
+                 (series_id bigint, time timestamptz, value double precision)
+                 ON COMMIT DELETE ROWS",
+        )?;
+    }
+    let mut writer = tx.copy_in(copy)?;
+    writer.write_all(data)?;
+    writer.finish()?;
+    if let Some(statement) = then {
+        tx.batch_execute(statement)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_encoding_keeps_nan_payload_and_converts_epoch() {
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let buf = encode_copy(&[SampleRow {
+            series_id: 7,
+            timestamp_ms: PG_EPOCH_MS + 1,
+            value: stale,
+        }]);
+        assert_eq!(&buf[..11], b"PGCOPY\n\xff\r\n\0");
+        let row = &buf[19..];
+        assert_eq!(&row[0..2], &3i16.to_be_bytes());
+        assert_eq!(&row[6..14], &7i64.to_be_bytes());
+        assert_eq!(&row[18..26], &1000i64.to_be_bytes());
+        assert_eq!(&row[30..38], &0x7ff0_0000_0000_0002u64.to_be_bytes());
+        assert_eq!(&buf[buf.len() - 2..], &(-1i16).to_be_bytes());
+    }
+}

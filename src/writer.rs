@@ -1,0 +1,340 @@
+//! The fixed pool of writer threads. Each owns one PostgreSQL connection, takes jobs off the
+//! queue, merges what is waiting into one transaction, stores it and reports the outcome to
+//! every waiting handler.
+//!
+//! Per merged transaction: upsert metadata, resolve series ids (cache, then one batched
+//! statement for all misses), make sure the days' partitions exist, then binary COPY the
+//! samples and commit. Only after the commit is any job answered Ok.
+
+use crate::decode::{LabelSet, Metadata};
+use crate::metrics::Metrics;
+use crate::queue::{Job, Outcome};
+use crate::series_cache::{SeriesCache, SeriesKey};
+use crate::store::{self, InsertPath, SampleRow, StoreError};
+use crossbeam_channel::Receiver;
+use postgres::Client;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// A writer stops merging queued jobs into its transaction past this many samples, so one
+/// transaction stays short and its COPY buffer a few MiB.
+pub const MERGE_SAMPLE_LIMIT: usize = 50_000;
+
+/// State shared by the writers of one instance.
+pub struct Shared {
+    pub series: SeriesCache,
+    /// Metrics whose prom_metric view is known to exist.
+    pub metric_views: Mutex<HashSet<String>>,
+    /// Days (since 1970-01-01 UTC) whose partition is known to exist.
+    pub partitions: Mutex<HashSet<i32>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Shared {
+            series: SeriesCache::default(),
+            metric_views: Mutex::new(HashSet::new()),
+            partitions: Mutex::new(HashSet::new()),
+            metrics,
+        }
+    }
+}
+
+pub struct WriterPool {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl WriterPool {
+    /// Starts `count` writers. They run until every sender of `jobs` is dropped and the queue
+    /// is drained.
+    pub fn start(
+        count: usize,
+        db: &postgres::Config,
+        jobs: Receiver<Job>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<WriterPool> {
+        let mut handles = Vec::with_capacity(count);
+        for n in 0..count {
+            let mut config = db.clone();
+            config.application_name(&format!("promgres-writer-{n}"));
+            let writer = Writer {
+                name: format!("writer-{n}"),
+                config,
+                client: None,
+                shared: shared.clone(),
+            };
+            let jobs = jobs.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("promgres-writer-{n}"))
+                    .spawn(move || writer.run(jobs))?,
+            );
+        }
+        Ok(WriterPool { handles })
+    }
+
+    /// Waits for the writers to drain the queue and stop.
+    pub fn join(self) {
+        for h in self.handles {
+            if h.join().is_err() {
+                log::error!("a writer thread panicked");
+            }
+        }
+    }
+}
+
+struct Writer {
+    name: String,
+    config: postgres::Config,
+    client: Option<Client>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, jobs: Receiver<Job>) {
+        self.set_connected(false);
+        while let Ok(first) = jobs.recv() {
+            let mut merged = vec![first];
+            let mut samples = merged[0].batch.sample_count();
+            while samples < MERGE_SAMPLE_LIMIT {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        samples += job.batch.sample_count();
+                        merged.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.shared.metrics.queue_depth.set(jobs.len() as i64);
+            let outcome = self.write(&merged);
+            for job in merged {
+                if let Some(reply) = job.reply {
+                    // The handler may have timed out and gone; the outcome then only matters
+                    // to the metrics.
+                    let _ = reply.send(outcome.clone());
+                }
+            }
+        }
+        log::debug!("{} stopped: queue closed and drained", self.name);
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.shared
+            .metrics
+            .db_connected
+            .set(&[&self.name], i64::from(up));
+    }
+
+    fn write(&mut self, jobs: &[Job]) -> Outcome {
+        let metrics = self.shared.metrics.clone();
+        if self.client.is_none() {
+            match store::connect(&self.config) {
+                Ok(c) => {
+                    log::info!("{}: connected to PostgreSQL", self.name);
+                    self.client = Some(c);
+                    self.set_connected(true);
+                }
+                Err(e) => {
+                    metrics.writer_errors.add(&["connect"], 1);
+                    log::warn!("{}: cannot connect to PostgreSQL: {e}", self.name);
+                    return Err(e);
+                }
+            }
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(StoreError {
+                connection_lost: true,
+                sqlstate: None,
+                message: "no connection".into(),
+            });
+        };
+        let started = Instant::now();
+        let result = write_jobs(client, &self.shared, jobs);
+        match &result {
+            Ok(stored) => {
+                metrics.commit_duration.observe(started.elapsed());
+                metrics.samples_stored.add(*stored as u64);
+            }
+            Err(e) => {
+                let kind = if e.connection_lost { "connection" } else { "statement" };
+                metrics.writer_errors.add(&[kind], 1);
+                log::warn!("{}: write failed: {e}", self.name);
+                if e.connection_lost || client.is_closed() {
+                    self.client = None;
+                    self.set_connected(false);
+                }
+            }
+        }
+        result.map(|_| ())
+    }
+}
+
+/// Stores the jobs' metadata and samples; returns the number of samples committed.
+fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<usize, StoreError> {
+    let metadata = latest_metadata(jobs);
+    if !metadata.is_empty() {
+        store::upsert_metadata(client, &metadata)?;
+        shared.metrics.metadata_stored.add(metadata.len() as u64);
+    }
+
+    let series: Vec<&crate::decode::SeriesSamples> =
+        jobs.iter().flat_map(|j| j.batch.series.iter()).collect();
+    if series.is_empty() {
+        return Ok(0);
+    }
+    let ids = resolve_ids(client, shared, &series)?;
+
+    let mut rows = Vec::with_capacity(series.iter().map(|s| s.samples.len()).sum());
+    let mut days = HashSet::new();
+    for (s, &series_id) in series.iter().zip(&ids) {
+        for sample in &s.samples {
+            days.insert(day_of(sample.timestamp));
+            rows.push(SampleRow {
+                series_id,
+                timestamp_ms: sample.timestamp,
+                value: sample.value,
+            });
+        }
+    }
+    ensure_partitions(client, shared, &days)?;
+    let data = store::encode_copy(&rows);
+    let path = match store::insert_samples(client, &data) {
+        Err(e) if store::is_missing_partition(&e) => {
+            // A partition we believed in is gone (dropped by retention or by hand): forget
+            // what we knew and try once more.
+            shared.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            ensure_partitions(client, shared, &days)?;
+            store::insert_samples(client, &data)?
+        }
+        other => other?,
+    };
+    if path == InsertPath::Deduplicated {
+        shared.metrics.duplicate_fallbacks.add(1);
+    }
+    Ok(rows.len())
+}
+
+/// The metadata of all jobs, one entry per metric (the latest wins), as the upsert needs.
+fn latest_metadata(jobs: &[Job]) -> Vec<Metadata> {
+    let mut by_metric: HashMap<&str, &Metadata> = HashMap::new();
+    for m in jobs.iter().flat_map(|j| j.batch.metadata.iter()) {
+        by_metric.insert(m.metric.as_str(), m);
+    }
+    by_metric.into_values().cloned().collect()
+}
+
+fn day_of(timestamp_ms: i64) -> i32 {
+    // Timestamps are validated to lie after 1970 and before now + 10 min: the day fits.
+    i32::try_from(timestamp_ms.div_euclid(86_400_000)).unwrap_or(i32::MAX)
+}
+
+/// Series ids for `series`, in order: cached ones from memory, the rest from PostgreSQL in one
+/// batched statement (creating missing series and their metrics' views).
+fn resolve_ids(
+    client: &mut Client,
+    shared: &Shared,
+    series: &[&crate::decode::SeriesSamples],
+) -> Result<Vec<i64>, StoreError> {
+    let keys: Vec<SeriesKey> = series.iter().map(|s| shared.series.key(&s.labels)).collect();
+    let mut ids = shared.series.get_many(&keys);
+    let mut misses: HashMap<SeriesKey, &LabelSet> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_none() {
+            misses.insert(keys[i], &series[i].labels);
+        }
+    }
+    let metrics = &shared.metrics;
+    let missed = ids.iter().filter(|id| id.is_none()).count();
+    metrics.series_cache_hits.add((ids.len() - missed) as u64);
+    metrics.series_cache_misses.add(missed as u64);
+    if misses.is_empty() {
+        return Ok(ids.into_iter().flatten().collect());
+    }
+
+    let miss_list: Vec<(SeriesKey, &LabelSet)> = misses.into_iter().collect();
+    ensure_metric_views(client, shared, miss_list.iter().map(|(_, l)| l.metric()))?;
+    let metric_names: Vec<&str> = miss_list.iter().map(|(_, l)| l.metric()).collect();
+    let json: Vec<String> = miss_list.iter().map(|(_, l)| l.to_json()).collect();
+    let json_refs: Vec<&str> = json.iter().map(String::as_str).collect();
+    let (resolved, created) = store::resolve_series(client, &metric_names, &json_refs)?;
+    metrics.series_created.add(created);
+    let found: HashMap<SeriesKey, i64> = miss_list
+        .iter()
+        .map(|(k, _)| *k)
+        .zip(resolved.iter().copied())
+        .collect();
+    shared.series.insert_many(found.iter().map(|(k, v)| (*k, *v)));
+    metrics.series_cache_size.set(shared.series.len() as i64);
+    for (i, id) in ids.iter_mut().enumerate() {
+        if id.is_none() {
+            *id = found.get(&keys[i]).copied();
+        }
+    }
+    ids.into_iter()
+        .map(|id| {
+            id.ok_or_else(|| StoreError {
+                connection_lost: false,
+                sqlstate: None,
+                message: "a series id was not resolved".into(),
+            })
+        })
+        .collect()
+}
+
+fn ensure_metric_views<'a>(
+    client: &mut Client,
+    shared: &Shared,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    let unknown: Vec<&str> = {
+        let known = shared.metric_views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set: Vec<&str> = names.filter(|n| !known.contains(*n)).collect();
+        set.sort_unstable();
+        set.dedup();
+        set
+    };
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    store::ensure_metric_views(client, &unknown)?;
+    let mut known = shared.metric_views.lock().unwrap_or_else(|p| p.into_inner());
+    known.extend(unknown.iter().map(|s| s.to_string()));
+    Ok(())
+}
+
+fn ensure_partitions(
+    client: &mut Client,
+    shared: &Shared,
+    days: &HashSet<i32>,
+) -> Result<(), StoreError> {
+    let missing: Vec<i32> = {
+        let known = shared.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        days.iter().copied().filter(|d| !known.contains(d)).collect()
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    store::ensure_partitions(client, &missing)?;
+    shared
+        .partitions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(missing);
+    Ok(())
+}
+
+/// Days to create partitions for ahead of need: yesterday to two days ahead of `now_ms`.
+pub fn days_ahead(now_ms: i64) -> Vec<i32> {
+    let today = day_of(now_ms);
+    (today - 1..=today + 2).collect()
+}
+
+/// Creates the partitions around now; called at start-up and by the maintenance loop.
+pub fn prepare_partitions(client: &mut Client, shared: &Shared, now_ms: i64) -> Result<(), StoreError> {
+    let days: HashSet<i32> = days_ahead(now_ms).into_iter().collect();
+    ensure_partitions(client, shared, &days)
+}
+

@@ -121,13 +121,19 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     let command = match args.command.as_deref() {
         None | Some("run") => Command::Run,
         Some("migrate") => Command::Migrate,
-        Some(other) => return Err(format!("unknown command {other:?}: expected run or migrate")),
+        Some(other) => {
+            return Err(format!(
+                "unknown command {other:?}: expected run or migrate"
+            ))
+        }
     };
     if args.high_availability {
         return Err("--high-availability is not implemented yet in this version".into());
     }
     if args.leader_election_pg_advisory_lock_id.is_some()
-        || args.leader_election_pg_advisory_lock_prometheus_timeout.is_some()
+        || args
+            .leader_election_pg_advisory_lock_prometheus_timeout
+            .is_some()
     {
         return Err("advisory-lock leader election is not implemented yet in this version".into());
     }
@@ -142,7 +148,10 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     let mut db: postgres::Config = uri
         .parse()
         .map_err(|e| format!("--db-uri is not a valid PostgreSQL connection string: {e}"))?;
-    if let Some(path) = args.db_password_file.or_else(|| env("PROMGRES_DB_PASSWORD_FILE")) {
+    if let Some(path) = args
+        .db_password_file
+        .or_else(|| env("PROMGRES_DB_PASSWORD_FILE"))
+    {
         let password = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read --db-password-file {path}: {e}"))?;
         db.password(password.trim_end_matches(['\n', '\r']));
@@ -164,8 +173,8 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     if args.max_request_bytes == 0 {
         return Err("--max-request-bytes must be positive".into());
     }
-    let write_timeout = parse_duration(&args.write_timeout)
-        .map_err(|e| format!("--write-timeout: {e}"))?;
+    let write_timeout =
+        parse_duration(&args.write_timeout).map_err(|e| format!("--write-timeout: {e}"))?;
     Ok(Config {
         command,
         listen,

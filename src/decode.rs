@@ -49,7 +49,12 @@ impl LabelSet {
     /// A copy without the label `name` (used to merge HA replicas into one series).
     pub fn without(&self, name: &str) -> LabelSet {
         LabelSet {
-            labels: self.labels.iter().filter(|l| l.name != name).cloned().collect(),
+            labels: self
+                .labels
+                .iter()
+                .filter(|l| l.name != name)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -134,7 +139,10 @@ impl WriteBatch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DecodeError {
     /// The Snappy length header declares more than the limit; nothing was allocated.
-    TooLarge { declared: usize, limit: usize },
+    TooLarge {
+        declared: usize,
+        limit: usize,
+    },
     NotSnappy(String),
     BadProtobuf(String),
     /// A series breaks a label rule; `samples` is the request's sample count (all refused).
@@ -234,13 +242,12 @@ pub fn validate(request: proto::WriteRequest, now_ms: i64) -> Result<WriteBatch,
         if ts.samples.is_empty() {
             continue;
         }
-        let labels = canonical_labels(ts.labels).map_err(|(series, reason)| {
-            DecodeError::InvalidSeries {
+        let labels =
+            canonical_labels(ts.labels).map_err(|(series, reason)| DecodeError::InvalidSeries {
                 series,
                 reason,
                 samples: total_samples,
-            }
-        })?;
+            })?;
         if let Some(bad) = ts
             .samples
             .iter()
@@ -277,12 +284,16 @@ fn canonical_labels(mut labels: Vec<proto::Label>) -> Result<LabelSet, (String, 
     // An empty value means "label absent" in Prometheus; drop it so both spellings are one series.
     labels.retain(|l| !l.value.is_empty());
     labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    let describe = |labels: &[proto::Label]| truncate(&LabelSet::from_sorted(labels.to_vec()).to_string());
+    let describe =
+        |labels: &[proto::Label]| truncate(&LabelSet::from_sorted(labels.to_vec()).to_string());
     for (i, l) in labels.iter().enumerate() {
         if !valid_label_name(&l.name) {
             return Err((
                 describe(&labels),
-                format!("invalid label name {:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)", l.name),
+                format!(
+                    "invalid label name {:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)",
+                    l.name
+                ),
             ));
         }
         if l.value.contains('\0') {
@@ -292,7 +303,10 @@ fn canonical_labels(mut labels: Vec<proto::Label>) -> Result<LabelSet, (String, 
             ));
         }
         if i > 0 && labels[i - 1].name == l.name {
-            return Err((describe(&labels), format!("duplicate label name {:?}", l.name)));
+            return Err((
+                describe(&labels),
+                format!("duplicate label name {:?}", l.name),
+            ));
         }
     }
     let set = LabelSet::from_sorted(labels);
@@ -358,7 +372,11 @@ mod tests {
     #[test]
     fn sorts_labels_and_drops_empty_values() {
         let req = request(
-            vec![label("job", "x"), label("__name__", "up"), label("empty", "")],
+            vec![
+                label("job", "x"),
+                label("__name__", "up"),
+                label("empty", ""),
+            ],
             NOW,
         );
         let batch = validate(req, NOW).expect("valid");
@@ -369,7 +387,10 @@ mod tests {
             .map(|l| l.name.as_str())
             .collect();
         assert_eq!(names, ["__name__", "job"]);
-        assert_eq!(batch.series[0].labels.to_json(), r#"{"__name__":"up","job":"x"}"#);
+        assert_eq!(
+            batch.series[0].labels.to_json(),
+            r#"{"__name__":"up","job":"x"}"#
+        );
     }
 
     #[test]
@@ -380,8 +401,14 @@ mod tests {
                 vec![label("__name__", "up"), label("a", "1"), label("a", "2")],
                 "duplicate label name",
             ),
-            (vec![label("__name__", "up"), label("1a", "x")], "invalid label name"),
-            (vec![label("__name__", "up"), label("a-b", "x")], "invalid label name"),
+            (
+                vec![label("__name__", "up"), label("1a", "x")],
+                "invalid label name",
+            ),
+            (
+                vec![label("__name__", "up"), label("a-b", "x")],
+                "invalid label name",
+            ),
         ];
         for (labels, want) in cases {
             let err = validate(request(labels, NOW), NOW).expect_err("invalid");
@@ -392,9 +419,14 @@ mod tests {
 
     #[test]
     fn refuses_future_and_negative_timestamps() {
-        assert!(validate(request(vec![label("__name__", "up")], NOW + MAX_FUTURE_MS), NOW).is_ok());
+        assert!(validate(
+            request(vec![label("__name__", "up")], NOW + MAX_FUTURE_MS),
+            NOW
+        )
+        .is_ok());
         for ts in [NOW + MAX_FUTURE_MS + 1, -1] {
-            let err = validate(request(vec![label("__name__", "up")], ts), NOW).expect_err("bad ts");
+            let err =
+                validate(request(vec![label("__name__", "up")], ts), NOW).expect_err("bad ts");
             assert_eq!(err.reason(), "timestamp_out_of_range");
             assert!(err.to_string().contains("up{}"), "{err}");
         }
@@ -415,25 +447,46 @@ mod tests {
         assert_eq!(err.reason(), "too_large");
         // A forged header declaring 4 GiB is refused without allocating it.
         let forged = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
-        assert_eq!(decode_write(&forged, 1 << 20, NOW).expect_err("forged").reason(), "too_large");
+        assert_eq!(
+            decode_write(&forged, 1 << 20, NOW)
+                .expect_err("forged")
+                .reason(),
+            "too_large"
+        );
     }
 
     #[test]
     fn garbage_is_not_snappy_or_not_protobuf() {
-        assert_eq!(decode_write(b"", 1 << 20, NOW).expect_err("empty").reason(), "not_snappy");
-        let not_proto = snap::raw::Encoder::new().compress_vec(&[0xff; 10]).expect("c");
-        assert_eq!(decode_write(&not_proto, 1 << 20, NOW).expect_err("p").reason(), "bad_protobuf");
+        assert_eq!(
+            decode_write(b"", 1 << 20, NOW).expect_err("empty").reason(),
+            "not_snappy"
+        );
+        let not_proto = snap::raw::Encoder::new()
+            .compress_vec(&[0xff; 10])
+            .expect("c");
+        assert_eq!(
+            decode_write(&not_proto, 1 << 20, NOW)
+                .expect_err("p")
+                .reason(),
+            "bad_protobuf"
+        );
     }
 
     #[test]
     fn decodes_real_prometheus_requests() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/prometheus-2.42");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/prometheus-2.42"
+        );
         for n in 1..=5 {
             let body = std::fs::read(format!("{dir}/write-0{n}.bin")).expect("fixture");
             // The captures are from 2023; pin the clock near them.
             let batch = decode_write(&body, 32 << 20, i64::MAX / 2).expect("decodes");
             assert_eq!(batch.sample_count(), 500, "write-0{n}");
-            assert!(batch.series.iter().all(|s| s.labels.get("cluster") == Some("demo")));
+            assert!(batch
+                .series
+                .iter()
+                .all(|s| s.labels.get("cluster") == Some("demo")));
         }
         let body = std::fs::read(format!("{dir}/metadata-01.bin")).expect("fixture");
         let batch = decode_write(&body, 32 << 20, 0).expect("metadata decodes");

@@ -25,7 +25,10 @@ const RETRY_AFTER_SECS: u32 = 1;
 pub enum ApiError {
     Decode(DecodeError),
     /// Compressed body larger than any body that could decode within the limit.
-    BodyTooLarge { length: usize, limit: usize },
+    BodyTooLarge {
+        length: usize,
+        limit: usize,
+    },
     BodyUnreadable(String),
     UnsupportedMediaType(String),
     NotFound,
@@ -167,8 +170,9 @@ fn handle(mut request: Request, state: &HttpState) {
 
 fn header(name: &str, value: &str) -> Header {
     // Both parts are ASCII literals or digits, which tiny_http always accepts.
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .unwrap_or_else(|_| Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("static header"))
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap_or_else(|_| {
+        Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("static header")
+    })
 }
 
 type Reply = Result<Response<std::io::Cursor<Vec<u8>>>, ApiError>;
@@ -258,7 +262,10 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
     let waiter = match state.queue.submit(batch, !state.async_acks) {
         Ok(w) => w,
         Err(SubmitError::Full) => {
-            state.metrics.samples_rejected.add(&["queue_full"], samples as u64);
+            state
+                .metrics
+                .samples_rejected
+                .add(&["queue_full"], samples as u64);
             return Err(ApiError::QueueFull);
         }
         Err(SubmitError::Closed) => return Err(ApiError::ShuttingDown),
@@ -294,10 +301,12 @@ fn metrics(request: &Request, state: &HttpState) -> Reply {
     if *request.method() != Method::Get {
         return Err(ApiError::MethodNotAllowed);
     }
-    Ok(Response::from_data(state.metrics.render().into_bytes()).with_header(header(
-        "Content-Type",
-        "text/plain; version=0.0.4; charset=utf-8",
-    )))
+    Ok(
+        Response::from_data(state.metrics.render().into_bytes()).with_header(header(
+            "Content-Type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        )),
+    )
 }
 
 pub fn now_ms() -> i64 {

@@ -142,7 +142,11 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{braces} {sum}");
         let _ = writeln!(out, "{name}_count{braces} {count}");
@@ -158,7 +162,10 @@ fn label_text(names: &[&str], values: &[String]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let escaped = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(s, "{n}=\"{escaped}\"");
     }
     s.push('}');
@@ -216,35 +223,143 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
         let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
 
-        head(&mut out, "promgres_http_requests_total", "counter", "HTTP requests by path and status code.");
-        self.http_requests.render(&mut out, "promgres_http_requests_total");
-        head(&mut out, "promgres_write_request_duration_seconds", "histogram", "Time from receiving a write request to answering it.");
-        self.http_write_duration.render(&mut out, "promgres_write_request_duration_seconds", "");
-        scalar(&mut out, "promgres_samples_received_total", "counter", "Samples in decoded write requests.", self.samples_received.get().to_string());
-        scalar(&mut out, "promgres_samples_stored_total", "counter", "Samples committed to PostgreSQL (re-sent duplicates included).", self.samples_stored.get().to_string());
-        head(&mut out, "promgres_samples_rejected_total", "counter", "Samples refused, by reason.");
-        self.samples_rejected.render(&mut out, "promgres_samples_rejected_total");
-        scalar(&mut out, "promgres_metadata_stored_total", "counter", "Metric metadata entries upserted.", self.metadata_stored.get().to_string());
-        head(&mut out, "promgres_db_commit_duration_seconds", "histogram", "Duration of one writer transaction (COPY and commit).");
-        self.commit_duration.render(&mut out, "promgres_db_commit_duration_seconds", "");
-        scalar(&mut out, "promgres_queue_depth", "gauge", "Write batches waiting for a writer.", self.queue_depth.get().to_string());
-        scalar(&mut out, "promgres_queue_capacity", "gauge", "Capacity of the write queue (--queue-capacity).", self.queue_capacity.get().to_string());
-        head(&mut out, "promgres_writer_errors_total", "counter", "Writer failures, by kind.");
-        self.writer_errors.render(&mut out, "promgres_writer_errors_total");
-        scalar(&mut out, "promgres_series_cache_size", "gauge", "Series ids held in the in-memory cache.", self.series_cache_size.get().to_string());
+        head(
+            &mut out,
+            "promgres_http_requests_total",
+            "counter",
+            "HTTP requests by path and status code.",
+        );
+        self.http_requests
+            .render(&mut out, "promgres_http_requests_total");
+        head(
+            &mut out,
+            "promgres_write_request_duration_seconds",
+            "histogram",
+            "Time from receiving a write request to answering it.",
+        );
+        self.http_write_duration
+            .render(&mut out, "promgres_write_request_duration_seconds", "");
+        scalar(
+            &mut out,
+            "promgres_samples_received_total",
+            "counter",
+            "Samples in decoded write requests.",
+            self.samples_received.get().to_string(),
+        );
+        scalar(
+            &mut out,
+            "promgres_samples_stored_total",
+            "counter",
+            "Samples committed to PostgreSQL (re-sent duplicates included).",
+            self.samples_stored.get().to_string(),
+        );
+        head(
+            &mut out,
+            "promgres_samples_rejected_total",
+            "counter",
+            "Samples refused, by reason.",
+        );
+        self.samples_rejected
+            .render(&mut out, "promgres_samples_rejected_total");
+        scalar(
+            &mut out,
+            "promgres_metadata_stored_total",
+            "counter",
+            "Metric metadata entries upserted.",
+            self.metadata_stored.get().to_string(),
+        );
+        head(
+            &mut out,
+            "promgres_db_commit_duration_seconds",
+            "histogram",
+            "Duration of one writer transaction (COPY and commit).",
+        );
+        self.commit_duration
+            .render(&mut out, "promgres_db_commit_duration_seconds", "");
+        scalar(
+            &mut out,
+            "promgres_queue_depth",
+            "gauge",
+            "Write batches waiting for a writer.",
+            self.queue_depth.get().to_string(),
+        );
+        scalar(
+            &mut out,
+            "promgres_queue_capacity",
+            "gauge",
+            "Capacity of the write queue (--queue-capacity).",
+            self.queue_capacity.get().to_string(),
+        );
+        head(
+            &mut out,
+            "promgres_writer_errors_total",
+            "counter",
+            "Writer failures, by kind.",
+        );
+        self.writer_errors
+            .render(&mut out, "promgres_writer_errors_total");
+        scalar(
+            &mut out,
+            "promgres_series_cache_size",
+            "gauge",
+            "Series ids held in the in-memory cache.",
+            self.series_cache_size.get().to_string(),
+        );
         let hits = self.series_cache_hits.get();
         let misses = self.series_cache_misses.get();
-        scalar(&mut out, "promgres_series_cache_hits_total", "counter", "Series id look-ups answered by the cache.", hits.to_string());
-        scalar(&mut out, "promgres_series_cache_misses_total", "counter", "Series id look-ups that went to PostgreSQL.", misses.to_string());
-        let ratio = if hits + misses == 0 { 1.0 } else { hits as f64 / (hits + misses) as f64 };
-        scalar(&mut out, "promgres_series_cache_hit_ratio", "gauge", "hits / (hits + misses) since start.", ratio.to_string());
-        scalar(&mut out, "promgres_series_created_total", "counter", "Series rows this instance created.", self.series_created.get().to_string());
-        head(&mut out, "promgres_db_connected", "gauge", "1 when the connection is open, per connection.");
+        scalar(
+            &mut out,
+            "promgres_series_cache_hits_total",
+            "counter",
+            "Series id look-ups answered by the cache.",
+            hits.to_string(),
+        );
+        scalar(
+            &mut out,
+            "promgres_series_cache_misses_total",
+            "counter",
+            "Series id look-ups that went to PostgreSQL.",
+            misses.to_string(),
+        );
+        let ratio = if hits + misses == 0 {
+            1.0
+        } else {
+            hits as f64 / (hits + misses) as f64
+        };
+        scalar(
+            &mut out,
+            "promgres_series_cache_hit_ratio",
+            "gauge",
+            "hits / (hits + misses) since start.",
+            ratio.to_string(),
+        );
+        scalar(
+            &mut out,
+            "promgres_series_created_total",
+            "counter",
+            "Series rows this instance created.",
+            self.series_created.get().to_string(),
+        );
+        head(
+            &mut out,
+            "promgres_db_connected",
+            "gauge",
+            "1 when the connection is open, per connection.",
+        );
         self.db_connected.render(&mut out, "promgres_db_connected");
-        scalar(&mut out, "promgres_duplicate_fallbacks_total", "counter", "Transactions re-done through the ON CONFLICT path because they held re-sent samples.", self.duplicate_fallbacks.get().to_string());
+        scalar(
+            &mut out,
+            "promgres_duplicate_fallbacks_total",
+            "counter",
+            "Transactions re-done through the ON CONFLICT path because they held re-sent samples.",
+            self.duplicate_fallbacks.get().to_string(),
+        );
         out
     }
 }

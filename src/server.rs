@@ -37,10 +37,7 @@ impl Control {
     }
 
     /// Runs `f` on the control connection, (re)connecting first when needed.
-    fn with_client<T>(
-        &self,
-        f: impl FnOnce(&mut Client) -> store::Result<T>,
-    ) -> store::Result<T> {
+    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> store::Result<T>) -> store::Result<T> {
         let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             *guard = None;
@@ -154,7 +151,11 @@ impl Server {
         log::info!(
             "promgres listening on http://{addr} ({} writers, acks {})",
             config.db_writers,
-            if config.async_acks { "asynchronous" } else { "after commit" }
+            if config.async_acks {
+                "asynchronous"
+            } else {
+                "after commit"
+            }
         );
         Ok(Server {
             addr,
@@ -210,7 +211,9 @@ fn maintenance_loop(control: &Control, shared: &Shared, stopping: &AtomicBool) {
             continue;
         }
         last = Instant::now();
-        if let Err(e) = control.with_client(|c| writer::prepare_partitions(c, shared, http::now_ms())) {
+        if let Err(e) =
+            control.with_client(|c| writer::prepare_partitions(c, shared, http::now_ms()))
+        {
             log::warn!("maintenance: cannot create partitions ahead: {e}");
         }
     }

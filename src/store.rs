@@ -276,7 +276,12 @@ pub fn is_missing_partition(e: &StoreError) -> bool {
 /// runs at about twice the speed of an ON CONFLICT insert; re-sent batches are rare, so
 /// only a transaction that hits the primary key pays for the slow path.
 pub fn insert_samples(client: &mut Client, copy_data: &[u8]) -> Result<InsertPath> {
-    match copy_in(client, "COPY promgres.samples (series_id, time, value) FROM STDIN (FORMAT binary)", copy_data, None) {
+    match copy_in(
+        client,
+        "COPY promgres.samples (series_id, time, value) FROM STDIN (FORMAT binary)",
+        copy_data,
+        None,
+    ) {
         Ok(()) => Ok(InsertPath::Copy),
         Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
             copy_in(

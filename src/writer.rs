@@ -159,7 +159,11 @@ impl Writer {
                 metrics.samples_stored.add(*stored as u64);
             }
             Err(e) => {
-                let kind = if e.connection_lost { "connection" } else { "statement" };
+                let kind = if e.connection_lost {
+                    "connection"
+                } else {
+                    "statement"
+                };
                 metrics.writer_errors.add(&[kind], 1);
                 log::warn!("{}: write failed: {e}", self.name);
                 if e.connection_lost || client.is_closed() {
@@ -205,7 +209,11 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<usiz
         Err(e) if store::is_missing_partition(&e) => {
             // A partition we believed in is gone (dropped by retention or by hand): forget
             // what we knew and try once more.
-            shared.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            shared
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
             ensure_partitions(client, shared, &days)?;
             store::insert_samples(client, &data)?
         }
@@ -238,7 +246,10 @@ fn resolve_ids(
     shared: &Shared,
     series: &[&crate::decode::SeriesSamples],
 ) -> Result<Vec<i64>, StoreError> {
-    let keys: Vec<SeriesKey> = series.iter().map(|s| shared.series.key(&s.labels)).collect();
+    let keys: Vec<SeriesKey> = series
+        .iter()
+        .map(|s| shared.series.key(&s.labels))
+        .collect();
     let mut ids = shared.series.get_many(&keys);
     let mut misses: HashMap<SeriesKey, &LabelSet> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
@@ -266,7 +277,9 @@ fn resolve_ids(
         .map(|(k, _)| *k)
         .zip(resolved.iter().copied())
         .collect();
-    shared.series.insert_many(found.iter().map(|(k, v)| (*k, *v)));
+    shared
+        .series
+        .insert_many(found.iter().map(|(k, v)| (*k, *v)));
     metrics.series_cache_size.set(shared.series.len() as i64);
     for (i, id) in ids.iter_mut().enumerate() {
         if id.is_none() {
@@ -290,7 +303,10 @@ fn ensure_metric_views<'a>(
     names: impl Iterator<Item = &'a str>,
 ) -> Result<(), StoreError> {
     let unknown: Vec<&str> = {
-        let known = shared.metric_views.lock().unwrap_or_else(|p| p.into_inner());
+        let known = shared
+            .metric_views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut set: Vec<&str> = names.filter(|n| !known.contains(*n)).collect();
         set.sort_unstable();
         set.dedup();
@@ -300,7 +316,10 @@ fn ensure_metric_views<'a>(
         return Ok(());
     }
     store::ensure_metric_views(client, &unknown)?;
-    let mut known = shared.metric_views.lock().unwrap_or_else(|p| p.into_inner());
+    let mut known = shared
+        .metric_views
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     known.extend(unknown.iter().map(|s| s.to_string()));
     Ok(())
 }
@@ -312,7 +331,10 @@ fn ensure_partitions(
 ) -> Result<(), StoreError> {
     let missing: Vec<i32> = {
         let known = shared.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        days.iter().copied().filter(|d| !known.contains(d)).collect()
+        days.iter()
+            .copied()
+            .filter(|d| !known.contains(d))
+            .collect()
     };
     if missing.is_empty() {
         return Ok(());
@@ -333,8 +355,11 @@ pub fn days_ahead(now_ms: i64) -> Vec<i32> {
 }
 
 /// Creates the partitions around now; called at start-up and by the maintenance loop.
-pub fn prepare_partitions(client: &mut Client, shared: &Shared, now_ms: i64) -> Result<(), StoreError> {
+pub fn prepare_partitions(
+    client: &mut Client,
+    shared: &Shared,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     let days: HashSet<i32> = days_ahead(now_ms).into_iter().collect();
     ensure_partitions(client, shared, &days)
 }
-

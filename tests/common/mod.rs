@@ -1,0 +1,352 @@
+//! Test support: a database per test (created and dropped), promgres started in-process on
+//! an ephemeral port, a minimal HTTP/1.1 client over std's TcpStream, and request builders.
+#![allow(dead_code)]
+
+use promgres::config::Config;
+use promgres::proto::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+use promgres::server::Server;
+use prost::Message;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The server tests create their databases on: $PROMGRES_TEST_ADMIN_URI or the local one
+/// that scripts/ensure-postgres.sh provides.
+pub fn admin_uri() -> String {
+    std::env::var("PROMGRES_TEST_ADMIN_URI")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A database of one test's own, dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    admin: String,
+}
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub fn new(tag: &str) -> TestDb {
+        Self::on(&admin_uri(), tag)
+    }
+
+    pub fn on(admin: &str, tag: &str) -> TestDb {
+        let name = format!(
+            "promgres_t_{tag}_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut client = postgres::Client::connect(admin, postgres::NoTls).unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at {admin} (run scripts/ensure-postgres.sh): {e}")
+        });
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+        TestDb {
+            name,
+            admin: admin.to_string(),
+        }
+    }
+
+    pub fn config(&self) -> postgres::Config {
+        let mut c: postgres::Config = self.admin.parse().expect("admin uri");
+        c.dbname(&self.name);
+        c.connect_timeout(Duration::from_secs(5));
+        c
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        self.config()
+            .connect(postgres::NoTls)
+            .expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// A test database with promgres serving on it.
+pub struct Running {
+    pub db: TestDb,
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+impl Running {
+    pub fn start(tag: &str) -> Running {
+        Self::start_with(tag, |_| {})
+    }
+
+    pub fn start_with(tag: &str, tweak: impl FnOnce(&mut Config)) -> Running {
+        let db = TestDb::new(tag);
+        let mut config = Config::for_database(db.config());
+        tweak(&mut config);
+        let server = Server::start(&config).expect("promgres starts");
+        let addr = server.addr();
+        Running {
+            db,
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub fn write(&self, req: &WriteRequest) -> Reply {
+        post_write(self.addr, &encode(req))
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(10));
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (Connection: close), whole response read.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Reply> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+pub const WRITE_HEADERS: &[(&str, &str)] = &[
+    ("Content-Encoding", "snappy"),
+    ("Content-Type", "application/x-protobuf"),
+    ("User-Agent", "Prometheus/2.42.0+ds"),
+    ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+];
+
+pub fn post_write(addr: SocketAddr, body: &[u8]) -> Reply {
+    request(addr, "POST", "/write", WRITE_HEADERS, body).expect("write request")
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, &[], b"").expect("GET")
+}
+
+pub fn encode(req: &WriteRequest) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|(n, v)| Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
+}
+
+pub fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+    TimeSeries {
+        labels: labels(pairs),
+        samples: samples
+            .iter()
+            .map(|&(timestamp, value)| Sample { value, timestamp })
+            .collect(),
+    }
+}
+
+pub fn write_request(timeseries: Vec<TimeSeries>) -> WriteRequest {
+    WriteRequest {
+        timeseries,
+        metadata: vec![],
+    }
+}
+
+pub fn metadata(metric: &str, kind: i32, help: &str, unit: &str) -> MetricMetadata {
+    MetricMetadata {
+        r#type: kind,
+        metric_family_name: metric.into(),
+        help: help.into(),
+        unit: unit.into(),
+    }
+}
+
+/// Every stored (labels json text, time in ms, value bits), sorted.
+pub fn stored_samples(client: &mut postgres::Client) -> Vec<(String, i64, u64)> {
+    let rows = client
+        .query(
+            "SELECT s.labels::text, (extract(epoch FROM p.time) * 1000)::bigint, p.value
+               FROM prom_samples p JOIN prom_series s USING (series_id)
+              ORDER BY 1, 2",
+            &[],
+        )
+        .expect("query samples");
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get::<_, f64>(2).to_bits()))
+        .collect()
+}
+
+pub fn count(client: &mut postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).expect("count query").get(0)
+}
+
+/// A node_exporter-like request: `n_series` series of one scrape at `ts`.
+pub fn node_like(n_series: usize, ts: i64, value: f64, tag: &str) -> WriteRequest {
+    let timeseries = (0..n_series)
+        .map(|i| {
+            series(
+                &[
+                    ("__name__", "node_cpu_seconds_total"),
+                    ("cpu", &(i % 64).to_string()),
+                    ("instance", &format!("host-{}:9100", i / 64)),
+                    ("job", "node"),
+                    ("mode", tag),
+                ],
+                &[(ts, value + i as f64)],
+            )
+        })
+        .collect();
+    write_request(timeseries)
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "promgres-{tag}-{}-{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `check` every 200 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

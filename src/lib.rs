@@ -7,6 +7,7 @@
 pub mod config;
 pub mod decode;
 pub mod http;
+pub mod loadgen;
 pub mod metrics;
 pub mod proto;
 pub mod queue;

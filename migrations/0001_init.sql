@@ -45,11 +45,16 @@ CREATE TABLE promgres.metadata (
 );
 
 -- Creates the partition holding day `day` (UTC) unless it exists. Safe when several
--- instances call it at once: the advisory lock serialises creators.
+-- instances call it at once: the advisory lock serialises creators. The partition is created
+-- as a plain table and then attached: ATTACH takes only a SHARE UPDATE EXCLUSIVE lock on
+-- promgres.samples, so neither ingest nor long-running reads block it or are blocked by it
+-- (CREATE TABLE ... PARTITION OF would need ACCESS EXCLUSIVE).
 CREATE FUNCTION promgres.ensure_partition(day date) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     part text := 'samples_' || to_char(day, 'YYYYMMDD');
+    lower_bound text := to_char(day, 'YYYY-MM-DD') || ' 00:00:00+00';
+    upper_bound text := to_char(day + 1, 'YYYY-MM-DD') || ' 00:00:00+00';
 BEGIN
     IF to_regclass(format('promgres_partitions.%I', part)) IS NOT NULL THEN
         RETURN false;
@@ -58,9 +63,14 @@ BEGIN
     IF to_regclass(format('promgres_partitions.%I', part)) IS NOT NULL THEN
         RETURN false;
     END IF;
+    SET LOCAL lock_timeout = '10s';
     EXECUTE format(
-        'CREATE TABLE promgres_partitions.%I PARTITION OF promgres.samples FOR VALUES FROM (%L) TO (%L)',
-        part, (day::timestamp AT TIME ZONE 'UTC'), ((day + 1)::timestamp AT TIME ZONE 'UTC'));
+        'CREATE TABLE promgres_partitions.%I (LIKE promgres.samples INCLUDING DEFAULTS, '
+        'CHECK (time >= %L AND time < %L))',
+        part, lower_bound, upper_bound);
+    EXECUTE format(
+        'ALTER TABLE promgres.samples ATTACH PARTITION promgres_partitions.%I FOR VALUES FROM (%L) TO (%L)',
+        part, lower_bound, upper_bound);
     RETURN true;
 END
 $$;

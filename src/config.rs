@@ -39,6 +39,15 @@ pub struct Args {
     #[argh(option, default = "32 * 1024 * 1024")]
     pub max_request_bytes: usize,
 
+    /// refuse (400) samples older than this; each day of data is a partition (default 30d)
+    #[argh(option, default = "String::from(\"30d\")")]
+    pub max_sample_age: String,
+
+    /// series ids cached in memory (about 40 bytes each); past this the cache starts over
+    /// (default 10000000)
+    #[argh(option, default = "10_000_000")]
+    pub series_cache_max: usize,
+
     /// write requests that may wait for a writer before new ones get 503 (default 64)
     #[argh(option, default = "64")]
     pub queue_capacity: usize,
@@ -46,6 +55,11 @@ pub struct Args {
     /// how long a write request waits for its commit before answering 503 (default 25s)
     #[argh(option, default = "String::from(\"25s\")")]
     pub write_timeout: String,
+
+    /// a client that sends nothing for this long, mid-request or idle between requests, is
+    /// disconnected (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub http_read_timeout: String,
 
     /// HTTP handler threads; each serves one request at a time (default 128)
     #[argh(option, default = "128")]
@@ -91,8 +105,11 @@ pub struct Config {
     pub db: postgres::Config,
     pub db_writers: usize,
     pub max_request_bytes: usize,
+    pub max_sample_age: Duration,
+    pub series_cache_max: usize,
     pub queue_capacity: usize,
     pub write_timeout: Duration,
+    pub http_read_timeout: Duration,
     pub http_threads: usize,
     pub async_acks: bool,
     pub log_level: String,
@@ -107,8 +124,11 @@ impl Config {
             db,
             db_writers: 2,
             max_request_bytes: 32 << 20,
+            max_sample_age: Duration::from_secs(30 * 86_400),
+            series_cache_max: 10_000_000,
             queue_capacity: 64,
             write_timeout: Duration::from_secs(25),
+            http_read_timeout: Duration::from_secs(60),
             http_threads: 32,
             async_acks: false,
             log_level: "info".into(),
@@ -175,14 +195,24 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     }
     let write_timeout =
         parse_duration(&args.write_timeout).map_err(|e| format!("--write-timeout: {e}"))?;
+    let http_read_timeout =
+        parse_duration(&args.http_read_timeout).map_err(|e| format!("--http-read-timeout: {e}"))?;
+    if http_read_timeout.is_zero() {
+        return Err("--http-read-timeout must be positive".into());
+    }
+    let max_sample_age =
+        parse_duration(&args.max_sample_age).map_err(|e| format!("--max-sample-age: {e}"))?;
     Ok(Config {
         command,
         listen,
         db,
         db_writers: args.db_writers,
         max_request_bytes: args.max_request_bytes,
+        max_sample_age,
+        series_cache_max: args.series_cache_max.max(1),
         queue_capacity: args.queue_capacity.max(1),
         write_timeout,
+        http_read_timeout,
         http_threads: args.http_threads.max(1),
         async_acks: args.async_acks,
         log_level: args.log_level,

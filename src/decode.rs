@@ -10,6 +10,35 @@ use std::fmt;
 
 /// A sample timestamp may be at most this far ahead of the receiver's clock (Prometheus' own rule).
 pub const MAX_FUTURE_MS: i64 = 10 * 60 * 1000;
+/// Labels per series. Real series have tens; the bound keeps a crafted request from costing
+/// gigabytes once decoded.
+pub const MAX_LABELS_PER_SERIES: usize = 128;
+/// Bytes in a label name, and in a metric name (which becomes a table key and a view name).
+pub const MAX_NAME_BYTES: usize = 1024;
+/// Bytes in a label value or a metadata help text.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// Decoded requests may take at most this many times `max_decoded_bytes` in memory.
+const MEMORY_FACTOR: usize = 4;
+/// ... but small limits still allow this much.
+const MIN_MEMORY_BUDGET: usize = 1 << 20;
+
+/// What a request may contain, from the flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-request-bytes`: the Snappy-decoded size.
+    pub max_decoded_bytes: usize,
+    /// `--max-sample-age`: older samples are refused (each day of data is a partition).
+    pub max_sample_age_ms: i64,
+}
+
+impl Limits {
+    pub fn new(max_decoded_bytes: usize, max_sample_age_ms: i64) -> Self {
+        Limits {
+            max_decoded_bytes,
+            max_sample_age_ms,
+        }
+    }
+}
 
 /// One validated series: labels sorted by name, unique, non-empty values, `__name__` present.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +56,12 @@ pub struct LabelSet {
 impl LabelSet {
     /// Builds a canonical label set; the caller has validated names.
     fn from_sorted(labels: Vec<proto::Label>) -> Self {
+        LabelSet { labels }
+    }
+
+    /// A label set from labels already sorted and valid, for other modules' tests.
+    #[cfg(test)]
+    pub(crate) fn from_sorted_for_tests(labels: Vec<proto::Label>) -> Self {
         LabelSet { labels }
     }
 
@@ -58,8 +93,7 @@ impl LabelSet {
         }
     }
 
-    /// The label set as a JSON object with keys in name order. It doubles as the series
-    /// cache key: two label sets are equal exactly when their JSON texts are equal.
+    /// The label set as a JSON object with keys in name order, as stored in `series.labels`.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(16 + self.labels.len() * 24);
         out.push('{');
@@ -151,11 +185,23 @@ pub enum DecodeError {
         reason: String,
         samples: usize,
     },
-    /// A sample timestamp is in the future or before 1970.
+    /// A sample timestamp is too far in the future or older than `--max-sample-age`.
     TimestampOutOfRange {
         series: String,
         timestamp_ms: i64,
+        oldest_ms: i64,
         samples: usize,
+    },
+    /// A metadata entry breaks a rule.
+    InvalidMetadata {
+        metric: String,
+        reason: String,
+    },
+    /// The request is within the size limit but would take far more memory once decoded
+    /// (e.g. millions of empty messages).
+    TooManyElements {
+        estimated: usize,
+        limit: usize,
     },
 }
 
@@ -168,6 +214,8 @@ impl DecodeError {
             DecodeError::BadProtobuf(_) => "bad_protobuf",
             DecodeError::InvalidSeries { .. } => "invalid_series",
             DecodeError::TimestampOutOfRange { .. } => "timestamp_out_of_range",
+            DecodeError::InvalidMetadata { .. } => "invalid_metadata",
+            DecodeError::TooManyElements { .. } => "too_many_elements",
         }
     }
 
@@ -198,10 +246,18 @@ impl fmt::Display for DecodeError {
             DecodeError::TimestampOutOfRange {
                 series,
                 timestamp_ms,
+                oldest_ms,
                 ..
             } => write!(
                 f,
-                "series {series}: sample timestamp {timestamp_ms} ms is before 1970 or more than 10 minutes in the future"
+                "series {series}: sample timestamp {timestamp_ms} ms is more than 10 minutes in the future or older than {oldest_ms} ms (--max-sample-age)"
+            ),
+            DecodeError::InvalidMetadata { metric, reason } => {
+                write!(f, "invalid metadata for {metric:?}: {reason}")
+            }
+            DecodeError::TooManyElements { estimated, limit } => write!(
+                f,
+                "request would take about {estimated} bytes in memory once decoded, over {limit} bytes: too many series, labels or samples for its size"
             ),
         }
     }
@@ -224,19 +280,35 @@ pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
 
 /// Decodes and validates a remote-write 1.0 body. `now_ms` is the receiver's clock, injected
 /// so tests can pin it.
-pub fn decode_write(body: &[u8], limit: usize, now_ms: i64) -> Result<WriteBatch, DecodeError> {
-    let raw = decompress(body, limit)?;
+pub fn decode_write(body: &[u8], limits: Limits, now_ms: i64) -> Result<WriteBatch, DecodeError> {
+    let raw = decompress(body, limits.max_decoded_bytes)?;
+    let budget = limits
+        .max_decoded_bytes
+        .saturating_mul(MEMORY_FACTOR)
+        .max(MIN_MEMORY_BUDGET);
+    let estimated = wire::estimate_decoded_bytes(&raw, budget)?;
+    if estimated > budget {
+        return Err(DecodeError::TooManyElements {
+            estimated,
+            limit: budget,
+        });
+    }
     let request = proto::WriteRequest::decode(raw.as_slice())
         .map_err(|e| DecodeError::BadProtobuf(e.to_string()))?;
-    validate(request, now_ms)
+    validate(request, limits, now_ms)
 }
 
 /// Turns a parsed request into a [`WriteBatch`], refusing it whole at the first invalid series:
 /// Prometheus does not retry a 4xx, so a partial store would make the sender's and our counts
 /// disagree without telling anyone which samples were kept.
-pub fn validate(request: proto::WriteRequest, now_ms: i64) -> Result<WriteBatch, DecodeError> {
+pub fn validate(
+    request: proto::WriteRequest,
+    limits: Limits,
+    now_ms: i64,
+) -> Result<WriteBatch, DecodeError> {
     let total_samples: usize = request.timeseries.iter().map(|t| t.samples.len()).sum();
     let max_ts = now_ms.saturating_add(MAX_FUTURE_MS);
+    let min_ts = now_ms.saturating_sub(limits.max_sample_age_ms).max(0);
     let mut series = Vec::with_capacity(request.timeseries.len());
     for ts in request.timeseries {
         if ts.samples.is_empty() {
@@ -251,11 +323,12 @@ pub fn validate(request: proto::WriteRequest, now_ms: i64) -> Result<WriteBatch,
         if let Some(bad) = ts
             .samples
             .iter()
-            .find(|s| s.timestamp < 0 || s.timestamp > max_ts)
+            .find(|s| s.timestamp < min_ts || s.timestamp > max_ts)
         {
             return Err(DecodeError::TimestampOutOfRange {
                 series: labels.to_string(),
                 timestamp_ms: bad.timestamp,
+                oldest_ms: min_ts,
                 samples: total_samples,
             });
         }
@@ -264,17 +337,30 @@ pub fn validate(request: proto::WriteRequest, now_ms: i64) -> Result<WriteBatch,
             samples: ts.samples,
         });
     }
-    let metadata = request
-        .metadata
-        .into_iter()
-        .filter(|m| !m.metric_family_name.is_empty())
-        .map(|m| Metadata {
+    let mut metadata = Vec::with_capacity(request.metadata.len());
+    for m in request.metadata {
+        let problem = if !valid_metric_name(&m.metric_family_name) {
+            Some("metric family name must match [a-zA-Z_:][a-zA-Z0-9_:]* and be at most 1024 bytes")
+        } else if m.help.len() > MAX_VALUE_BYTES || m.unit.len() > MAX_NAME_BYTES {
+            Some("help or unit text too long")
+        } else if m.help.contains('\0') || m.unit.contains('\0') {
+            Some("NUL character in help or unit")
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            return Err(DecodeError::InvalidMetadata {
+                metric: truncate(&m.metric_family_name),
+                reason: reason.to_string(),
+            });
+        }
+        metadata.push(Metadata {
             metric_type: proto::metric_type_name(m.r#type),
             metric: m.metric_family_name,
             help: m.help,
             unit: m.unit,
-        })
-        .collect();
+        });
+    }
     Ok(WriteBatch { series, metadata })
 }
 
@@ -284,15 +370,32 @@ fn canonical_labels(mut labels: Vec<proto::Label>) -> Result<LabelSet, (String, 
     // An empty value means "label absent" in Prometheus; drop it so both spellings are one series.
     labels.retain(|l| !l.value.is_empty());
     labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    if labels.len() > MAX_LABELS_PER_SERIES {
+        let first = LabelSet::from_sorted(labels.iter().take(8).cloned().collect());
+        return Err((
+            truncate(&first.to_string()),
+            format!("{} labels, more than {MAX_LABELS_PER_SERIES}", labels.len()),
+        ));
+    }
     let describe =
         |labels: &[proto::Label]| truncate(&LabelSet::from_sorted(labels.to_vec()).to_string());
     for (i, l) in labels.iter().enumerate() {
-        if !valid_label_name(&l.name) {
+        if !valid_label_name(&l.name) || l.name.len() > MAX_NAME_BYTES {
             return Err((
                 describe(&labels),
                 format!(
                     "invalid label name {:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)",
                     l.name
+                ),
+            ));
+        }
+        if l.value.len() > MAX_VALUE_BYTES {
+            return Err((
+                describe(&labels),
+                format!(
+                    "label {} value is {} bytes, more than {MAX_VALUE_BYTES}",
+                    l.name,
+                    l.value.len()
                 ),
             ));
         }
@@ -310,10 +413,14 @@ fn canonical_labels(mut labels: Vec<proto::Label>) -> Result<LabelSet, (String, 
         }
     }
     let set = LabelSet::from_sorted(labels);
-    if set.get("__name__").is_none() {
-        return Err((truncate(&set.to_string()), "no __name__ label".to_string()));
+    match set.get("__name__") {
+        None => Err((truncate(&set.to_string()), "no __name__ label".to_string())),
+        Some(name) if !valid_metric_name(name) => Err((
+            truncate(&set.to_string()),
+            "metric name must match [a-zA-Z_:][a-zA-Z0-9_:]* and be at most 1024 bytes".to_string(),
+        )),
+        Some(_) => Ok(set),
     }
-    Ok(set)
 }
 
 pub fn valid_label_name(name: &str) -> bool {
@@ -323,6 +430,18 @@ pub fn valid_label_name(name: &str) -> bool {
         _ => return false,
     }
     bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Metric names as remote write 1.0 allows them. They become view names in SQL, so the rule
+/// is enforced rather than trusted.
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    match bytes.next() {
+        Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':' => {}
+        _ => return false,
+    }
+    name.len() <= MAX_NAME_BYTES
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
 fn truncate(s: &str) -> String {
@@ -335,6 +454,98 @@ fn truncate(s: &str) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+/// A walk over the protobuf wire format that allocates nothing: it estimates what decoding
+/// the request will allocate, so a crafted body (millions of empty messages) is refused before
+/// prost builds it.
+mod wire {
+    use super::DecodeError;
+
+    /// In-memory cost of one decoded element (struct size plus allocation overhead).
+    const SERIES_COST: usize = 64;
+    const LABEL_COST: usize = 64;
+    const SAMPLE_COST: usize = 16;
+    const METADATA_COST: usize = 96;
+
+    fn bad(what: &str) -> DecodeError {
+        DecodeError::BadProtobuf(format!("malformed protobuf: {what}"))
+    }
+
+    fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *buf.get(*pos).ok_or_else(|| bad("truncated varint"))?;
+            *pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(bad("varint too long"))
+    }
+
+    /// Calls `on_field(field_number, payload)` for each length-delimited field of `buf` and
+    /// skips the others.
+    fn fields(
+        buf: &[u8],
+        mut on_field: impl FnMut(u64, &[u8]) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let key = varint(buf, &mut pos)?;
+            match key & 7 {
+                0 => {
+                    varint(buf, &mut pos)?;
+                }
+                1 => pos = pos.checked_add(8).ok_or_else(|| bad("overflow"))?,
+                5 => pos = pos.checked_add(4).ok_or_else(|| bad("overflow"))?,
+                2 => {
+                    let len = usize::try_from(varint(buf, &mut pos)?).map_err(|_| bad("length"))?;
+                    let end = pos
+                        .checked_add(len)
+                        .filter(|&e| e <= buf.len())
+                        .ok_or_else(|| bad("length past end"))?;
+                    on_field(key >> 3, &buf[pos..end])?;
+                    pos = end;
+                }
+                _ => return Err(bad("unsupported wire type")),
+            }
+            if pos > buf.len() {
+                return Err(bad("field past end"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Estimated bytes a decoded `WriteRequest` occupies; stops counting past `budget`.
+    pub fn estimate_decoded_bytes(buf: &[u8], budget: usize) -> Result<usize, DecodeError> {
+        let mut total = 0usize;
+        fields(buf, |field, payload| {
+            if total > budget {
+                return Ok(());
+            }
+            match field {
+                1 => {
+                    total += SERIES_COST;
+                    fields(payload, |f, p| {
+                        total += match f {
+                            1 => LABEL_COST + p.len(),
+                            2 => SAMPLE_COST,
+                            _ => 0,
+                        };
+                        Ok(())
+                    })
+                }
+                3 => {
+                    total += METADATA_COST + payload.len();
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        })?;
+        Ok(total)
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +579,18 @@ mod tests {
     }
 
     const NOW: i64 = 1_700_000_000_000;
+    const LIMITS: Limits = Limits {
+        max_decoded_bytes: 1 << 20,
+        max_sample_age_ms: 30 * 86_400_000,
+    };
+
+    fn validate(req: proto::WriteRequest, now: i64) -> Result<WriteBatch, DecodeError> {
+        super::validate(req, LIMITS, now)
+    }
+
+    fn decode_write(body: &[u8], limit: usize, now: i64) -> Result<WriteBatch, DecodeError> {
+        super::decode_write(body, Limits::new(limit, LIMITS.max_sample_age_ms), now)
+    }
 
     #[test]
     fn sorts_labels_and_drops_empty_values() {
@@ -424,12 +647,90 @@ mod tests {
             NOW
         )
         .is_ok());
-        for ts in [NOW + MAX_FUTURE_MS + 1, -1] {
+        assert!(validate(
+            request(
+                vec![label("__name__", "up")],
+                NOW - LIMITS.max_sample_age_ms
+            ),
+            NOW
+        )
+        .is_ok());
+        for ts in [
+            NOW + MAX_FUTURE_MS + 1,
+            -1,
+            NOW - LIMITS.max_sample_age_ms - 1,
+        ] {
             let err =
                 validate(request(vec![label("__name__", "up")], ts), NOW).expect_err("bad ts");
             assert_eq!(err.reason(), "timestamp_out_of_range");
             assert!(err.to_string().contains("up{}"), "{err}");
         }
+    }
+
+    #[test]
+    fn too_many_labels_is_refused() {
+        let mut labels: Vec<_> = (0..=MAX_LABELS_PER_SERIES)
+            .map(|i| label(&format!("l{i}"), "v"))
+            .collect();
+        labels.push(label("__name__", "up"));
+        let err = validate(request(labels, NOW), NOW).expect_err("too many");
+        assert!(err.to_string().contains("labels, more than 128"), "{err}");
+    }
+
+    #[test]
+    fn invalid_metadata_is_refused() {
+        let meta = |name: &str, help: &str| proto::WriteRequest {
+            timeseries: vec![],
+            metadata: vec![proto::MetricMetadata {
+                r#type: 1,
+                metric_family_name: name.into(),
+                help: help.into(),
+                unit: String::new(),
+            }],
+        };
+        assert!(validate(meta("http_requests_total", "ok"), NOW).is_ok());
+        assert_eq!(
+            validate(meta("bad name", "ok"), NOW)
+                .expect_err("name")
+                .reason(),
+            "invalid_metadata"
+        );
+        assert_eq!(
+            validate(meta("m", "nul\0"), NOW).expect_err("nul").reason(),
+            "invalid_metadata"
+        );
+    }
+
+    #[test]
+    fn millions_of_empty_messages_are_refused_before_decoding() {
+        // 500,000 empty labels in one series: 1 MB on the wire, ~32 MB once decoded, over
+        // the 8 MiB budget of a 2 MiB limit.
+        let mut series = Vec::new();
+        for _ in 0..500_000 {
+            series.extend_from_slice(&[0x0a, 0x00]);
+        }
+        let mut raw = vec![0x0a];
+        let mut len = series.len();
+        while len >= 0x80 {
+            raw.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        raw.push(len as u8);
+        raw.extend_from_slice(&series);
+        let body = snap::raw::Encoder::new().compress_vec(&raw).expect("c");
+        let err = decode_write(&body, 2 << 20, NOW).expect_err("refused");
+        assert_eq!(err.reason(), "too_many_elements", "{err}");
+    }
+
+    #[test]
+    fn truncated_protobuf_is_refused_by_the_prescan() {
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&[0x0a, 0x10, 0x0a])
+            .expect("c");
+        assert_eq!(
+            decode_write(&body, 1 << 20, NOW).expect_err("bad").reason(),
+            "bad_protobuf"
+        );
     }
 
     #[test]
@@ -481,7 +782,9 @@ mod tests {
         for n in 1..=5 {
             let body = std::fs::read(format!("{dir}/write-0{n}.bin")).expect("fixture");
             // The captures are from 2023; pin the clock near them.
-            let batch = decode_write(&body, 32 << 20, i64::MAX / 2).expect("decodes");
+            // Any clock after the capture: the age limit is off.
+            let batch = super::decode_write(&body, Limits::new(32 << 20, i64::MAX), i64::MAX / 2)
+                .expect("decodes");
             assert_eq!(batch.sample_count(), 500, "write-0{n}");
             assert!(batch
                 .series

@@ -44,8 +44,14 @@ impl ApiError {
     /// The status code and whether to send Retry-After: the single mapping of errors to HTTP.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::Decode(DecodeError::TooLarge { .. }) | ApiError::BodyTooLarge { .. } => 413,
+            ApiError::Decode(
+                DecodeError::TooLarge { .. } | DecodeError::TooManyElements { .. },
+            )
+            | ApiError::BodyTooLarge { .. } => 413,
             ApiError::Decode(_) | ApiError::BodyUnreadable(_) => 400,
+            // PostgreSQL refused the data itself: retrying cannot help. Validation in `decode`
+            // should catch such input first; this is the safety net.
+            ApiError::Database(e) if e.is_data_error() => 400,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
@@ -108,13 +114,47 @@ pub struct HttpState {
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
     pub health: Arc<dyn HealthCheck>,
-    pub max_request_bytes: usize,
+    pub limits: decode::Limits,
     pub write_timeout: Duration,
+    /// Longest a request body may take to arrive.
+    pub body_deadline: Duration,
     pub async_acks: bool,
     pub stopping: Arc<AtomicBool>,
+    /// Tokens bounding concurrent decodes: a decoded request can take several times its
+    /// size in memory, and 128 at once must not exhaust the machine.
+    pub decode_slots: (
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ),
 }
 
-/// Serves requests from `server` until `state.stopping` is set; run one per handler thread.
+impl HttpState {
+    /// Runs `f` holding one decode slot.
+    fn with_decode_slot<T>(&self, f: impl FnOnce() -> T) -> T {
+        // The channel is owned by `self`, so it cannot be closed while we wait.
+        let _ = self.decode_slots.1.recv();
+        let result = f();
+        let _ = self.decode_slots.0.send(());
+        result
+    }
+}
+
+/// A decode slot per core, twice over (decoding is CPU work; more would only queue).
+pub fn decode_slots() -> (
+    crossbeam_channel::Sender<()>,
+    crossbeam_channel::Receiver<()>,
+) {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+    let (tx, rx) = crossbeam_channel::bounded(n);
+    for _ in 0..n {
+        let _ = tx.send(());
+    }
+    (tx, rx)
+}
+
+/// Serves requests from `server` until `state.stopping` is set, then answers the requests
+/// already received (they would otherwise see their connection dropped) and returns. Run one
+/// per handler thread.
 pub fn serve(server: &tiny_http::Server, state: &HttpState) {
     while !state.stopping.load(Ordering::Relaxed) {
         match server.recv_timeout(Duration::from_millis(100)) {
@@ -125,6 +165,9 @@ pub fn serve(server: &tiny_http::Server, state: &HttpState) {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+    while let Ok(Some(request)) = server.try_recv() {
+        handle(request, state);
     }
 }
 
@@ -237,26 +280,17 @@ fn write(request: &mut Request, state: &HttpState) -> Reply {
 fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
     check_media_type(request)?;
     // No valid Snappy body within the decoded limit can be longer than this.
-    let limit = snap::raw::max_compress_len(state.max_request_bytes).max(64);
+    let limit = snap::raw::max_compress_len(state.limits.max_decoded_bytes).max(64);
     if let Some(length) = request.body_length() {
         if length > limit {
             return Err(ApiError::BodyTooLarge { length, limit });
         }
     }
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(limit));
-    request
-        .as_reader()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
-    if body.len() > limit {
-        return Err(ApiError::BodyTooLarge {
-            length: body.len(),
-            limit,
-        });
-    }
-    let batch =
-        decode::decode_write(&body, state.max_request_bytes, now_ms()).map_err(ApiError::Decode)?;
+    let body = read_body(request, limit, state.body_deadline)?;
+    let batch = state
+        .with_decode_slot(|| decode::decode_write(&body, state.limits, now_ms()))
+        .map_err(ApiError::Decode)?;
+    drop(body);
     let samples = batch.sample_count();
     state.metrics.samples_received.add(samples as u64);
     let waiter = match state.queue.submit(batch, !state.async_acks) {
@@ -287,6 +321,36 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
         }
     }
     Ok(Response::from_data(Vec::new()).with_status_code(204))
+}
+
+/// Reads at most `limit` bytes of body, giving up once `deadline` has passed: the socket's
+/// read timeout bounds each read, this bounds a client that trickles bytes.
+fn read_body(request: &mut Request, limit: usize, deadline: Duration) -> Result<Vec<u8>, ApiError> {
+    let started = Instant::now();
+    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(limit));
+    let mut reader = request.as_reader().take(limit as u64 + 1);
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let n = reader
+            .read(&mut chunk)
+            .map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+        if started.elapsed() > deadline {
+            return Err(ApiError::BodyUnreadable(format!(
+                "body not complete after {deadline:?}"
+            )));
+        }
+    }
+    if body.len() > limit {
+        return Err(ApiError::BodyTooLarge {
+            length: body.len(),
+            limit,
+        });
+    }
+    Ok(body)
 }
 
 fn healthz(request: &Request, state: &HttpState) -> Reply {

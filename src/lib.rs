@@ -13,8 +13,8 @@ pub mod proto;
 pub mod queue;
 pub mod series_cache;
 pub mod server;
-pub mod shutdown;
 pub mod store;
+pub mod sys;
 pub mod writer;
 
 /// The version and the git commit it was built from.

@@ -35,7 +35,7 @@ fn main() {
             }
         },
         Command::Run => {
-            promgres::shutdown::install();
+            promgres::sys::install_signal_handlers();
             let server = match Server::start(&config) {
                 Ok(s) => s,
                 Err(e) => {
@@ -43,7 +43,7 @@ fn main() {
                     std::process::exit(1);
                 }
             };
-            while !promgres::shutdown::signalled() {
+            while !promgres::sys::signalled() {
                 std::thread::sleep(Duration::from_millis(100));
             }
             log::info!("signal received: draining the write queue");

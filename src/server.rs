@@ -67,7 +67,9 @@ impl HealthCheck for Control {
             .with_client(store::schema_version)
             .map_err(|e| e.to_string())?;
         match version {
-            Some(v) if v == store::SCHEMA_VERSION => Ok(()),
+            // A newer schema means a newer promgres migrated during a rolling upgrade;
+            // migrations keep the views and tables older versions use, so stay healthy.
+            Some(v) if v >= store::SCHEMA_VERSION => Ok(()),
             Some(v) => Err(format!(
                 "schema version {v}, this promgres needs {}",
                 store::SCHEMA_VERSION
@@ -101,7 +103,7 @@ impl Server {
     pub fn start(config: &Config) -> Result<Server, String> {
         migrate(&config.db).map_err(|e| format!("cannot migrate the database: {e}"))?;
         let metrics = Arc::new(Metrics::default());
-        let shared = Arc::new(Shared::new(metrics.clone()));
+        let shared = Arc::new(Shared::new(metrics.clone(), config.series_cache_max));
         let control = Arc::new(Control::new(&config.db, metrics.clone()));
         control
             .with_client(|c| writer::prepare_partitions(c, &shared, http::now_ms()))
@@ -120,9 +122,13 @@ impl Server {
                 .map_err(|e| format!("cannot start maintenance thread: {e}"))?
         };
 
+        let listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        crate::sys::set_listener_timeouts(&listener, config.http_read_timeout)
+            .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
         let http_server = Arc::new(
-            tiny_http::Server::http(config.listen)
-                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?,
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| format!("cannot serve on {}: {e}", config.listen))?,
         );
         let addr = http_server
             .server_addr()
@@ -132,8 +138,13 @@ impl Server {
             queue: queue.clone(),
             metrics: metrics.clone(),
             health: control,
-            max_request_bytes: config.max_request_bytes,
+            limits: crate::decode::Limits::new(
+                config.max_request_bytes,
+                i64::try_from(config.max_sample_age.as_millis()).unwrap_or(i64::MAX),
+            ),
             write_timeout: config.write_timeout,
+            body_deadline: config.http_read_timeout,
+            decode_slots: http::decode_slots(),
             async_acks: config.async_acks,
             stopping: stopping.clone(),
         });
@@ -178,29 +189,40 @@ impl Server {
     pub fn shutdown(mut self, deadline: Duration) -> bool {
         let started = Instant::now();
         self.stopping.store(true, Ordering::Relaxed);
-        for t in self.http_threads.drain(..) {
-            let _ = t.join();
+        let handlers = std::mem::take(&mut self.http_threads);
+        let handlers_done = join_within(deadline, move || {
+            for t in handlers {
+                let _ = t.join();
+            }
+        });
+        if !handlers_done {
+            log::warn!("HTTP handlers still busy at the shutdown deadline");
         }
         // The handlers are gone; dropping the last queue sender lets writers drain and stop.
         self.queue = None;
         // Closes the listening socket.
         self.http_server = None;
         let writers = self.writers.take();
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
+        let drained = join_within(deadline.saturating_sub(started.elapsed()), move || {
             if let Some(w) = writers {
                 w.join();
             }
-            let _ = done_tx.send(());
         });
-        let drained = done_rx
-            .recv_timeout(deadline.saturating_sub(started.elapsed()))
-            .is_ok();
         if let Some(m) = self.maintenance.take() {
             let _ = m.join();
         }
-        drained
+        handlers_done && drained
     }
+}
+
+/// Runs `f` on a thread and waits at most `limit` for it; false when it is still running.
+fn join_within(limit: Duration, f: impl FnOnce() + Send + 'static) -> bool {
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    done_rx.recv_timeout(limit).is_ok()
 }
 
 fn maintenance_loop(control: &Control, shared: &Shared, stopping: &AtomicBool) {

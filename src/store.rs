@@ -28,8 +28,23 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// An error of promgres's own making (not from PostgreSQL).
+    pub fn internal(message: impl Into<String>) -> Self {
+        StoreError {
+            connection_lost: false,
+            sqlstate: None,
+            message: message.into(),
+        }
+    }
+
     fn is(&self, state: &SqlState) -> bool {
         self.sqlstate.as_deref() == Some(state.code())
+    }
+
+    /// PostgreSQL refused the data itself (class 22 data exception, class 54 limit exceeded):
+    /// retrying the same request cannot succeed.
+    pub fn is_data_error(&self) -> bool {
+        matches!(self.sqlstate.as_deref(), Some(code) if code.starts_with("22") || code.starts_with("54"))
     }
 }
 
@@ -145,12 +160,16 @@ pub fn upsert_metadata(client: &mut Client, rows: &[crate::decode::Metadata]) ->
     Ok(())
 }
 
-/// Creates the prom_metric view of each metric that has none yet.
+/// Creates the prom_metric view of each metric that has none yet. In chunks, each its own
+/// transaction: every view created holds a lock until commit, and thousands at once (a large
+/// Prometheus connecting for the first time) would exhaust the server's lock table.
 pub fn ensure_metric_views(client: &mut Client, metrics: &[&str]) -> Result<()> {
-    client.execute(
-        "SELECT promgres.ensure_metric_view(m) FROM unnest($1::text[]) AS m ORDER BY m",
-        &[&metrics],
-    )?;
+    for chunk in metrics.chunks(200) {
+        client.execute(
+            "SELECT promgres.ensure_metric_view(m) FROM unnest($1::text[]) AS m ORDER BY m",
+            &[&chunk],
+        )?;
+    }
     Ok(())
 }
 
@@ -204,10 +223,10 @@ pub fn resolve_series(
             let slot = usize::try_from(ord - 1)
                 .ok()
                 .and_then(|k| pending.get(k))
-                .ok_or_else(|| StoreError {
-                    connection_lost: false,
-                    sqlstate: None,
-                    message: format!("series resolution returned unknown ordinal {ord}"),
+                .ok_or_else(|| {
+                    StoreError::internal(format!(
+                        "series resolution returned unknown ordinal {ord}"
+                    ))
                 })?;
             if created {
                 created_total += 1;
@@ -216,11 +235,8 @@ pub fn resolve_series(
         }
     }
     let resolved: Option<Vec<i64>> = ids.into_iter().collect();
-    let resolved = resolved.ok_or_else(|| StoreError {
-        connection_lost: false,
-        sqlstate: None,
-        message: "series ids still unresolved after 5 attempts".to_string(),
-    })?;
+    let resolved = resolved
+        .ok_or_else(|| StoreError::internal("series ids still unresolved after 5 attempts"))?;
     Ok((resolved, created_total))
 }
 

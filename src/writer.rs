@@ -16,7 +16,7 @@ use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A writer stops merging queued jobs into its transaction past this many samples, so one
 /// transaction stays short and its COPY buffer a few MiB.
@@ -33,9 +33,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, series_cache_max: usize) -> Self {
         Shared {
-            series: SeriesCache::default(),
+            series: SeriesCache::new(series_cache_max),
             metric_views: Mutex::new(HashSet::new()),
             partitions: Mutex::new(HashSet::new()),
             metrics,
@@ -60,11 +60,16 @@ impl WriterPool {
         for n in 0..count {
             let mut config = db.clone();
             config.application_name(&format!("promgres-writer-{n}"));
+            // A writer stuck behind a lock or a runaway statement gives up and answers 503
+            // instead of holding its share of the pipeline forever.
+            config.options("-c statement_timeout=60000 -c lock_timeout=30000");
             let writer = Writer {
                 name: format!("writer-{n}"),
                 config,
                 client: None,
                 shared: shared.clone(),
+                retry: Vec::new(),
+                backoff: MIN_BACKOFF,
             };
             let jobs = jobs.clone();
             handles.push(
@@ -86,19 +91,47 @@ impl WriterPool {
     }
 }
 
+/// Pauses between attempts to store asynchronously acknowledged jobs that failed.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 struct Writer {
     name: String,
     config: postgres::Config,
     client: Option<Client>,
     shared: Arc<Shared>,
+    /// Jobs already acknowledged (`--async-acks`) whose write failed: nobody else will retry
+    /// them, so the writer does, until they are stored.
+    retry: Vec<Job>,
+    backoff: Duration,
 }
 
 impl Writer {
     fn run(mut self, jobs: Receiver<Job>) {
         self.set_connected(false);
-        while let Ok(first) = jobs.recv() {
-            let mut merged = vec![first];
-            let mut samples = merged[0].batch.sample_count();
+        let mut closed = false;
+        loop {
+            let first = if self.retry.is_empty() {
+                jobs.recv().ok()
+            } else if closed {
+                std::thread::sleep(self.backoff);
+                None
+            } else {
+                match jobs.recv_timeout(self.backoff) {
+                    Ok(job) => Some(job),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        None
+                    }
+                }
+            };
+            if first.is_none() && self.retry.is_empty() {
+                break;
+            }
+            let mut merged = std::mem::take(&mut self.retry);
+            merged.extend(first);
+            let mut samples: usize = merged.iter().map(|j| j.batch.sample_count()).sum();
             while samples < MERGE_SAMPLE_LIMIT {
                 match jobs.try_recv() {
                     Ok(job) => {
@@ -109,16 +142,62 @@ impl Writer {
                 }
             }
             self.shared.metrics.queue_depth.set(jobs.len() as i64);
-            let outcome = self.write(&merged);
-            for job in merged {
-                if let Some(reply) = job.reply {
-                    // The handler may have timed out and gone; the outcome then only matters
-                    // to the metrics.
-                    let _ = reply.send(outcome.clone());
+            self.process(merged);
+        }
+        log::debug!("{} stopped: queue closed and drained", self.name);
+    }
+
+    /// Writes the merged jobs and answers each. When PostgreSQL refuses the data of a merged
+    /// transaction, one job is at fault, so each job is retried alone and the others still land.
+    /// (Other failures, such as timeouts, would only repeat per job.)
+    fn process(&mut self, merged: Vec<Job>) {
+        let outcome = self.write(&merged);
+        match outcome {
+            Err(e) if e.is_data_error() && merged.len() > 1 => {
+                log::info!(
+                    "{}: retrying {} merged jobs one by one after: {e}",
+                    self.name,
+                    merged.len()
+                );
+                for job in merged {
+                    let outcome = self.write(std::slice::from_ref(&job));
+                    self.finish(job, outcome);
+                }
+            }
+            outcome => {
+                for job in merged {
+                    self.finish(job, outcome.clone());
                 }
             }
         }
-        log::debug!("{} stopped: queue closed and drained", self.name);
+        if self.retry.is_empty() {
+            self.backoff = MIN_BACKOFF;
+        } else {
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn finish(&mut self, job: Job, outcome: Outcome) {
+        match (&job.reply, outcome) {
+            // The handler may have timed out and gone; the outcome then only matters to the
+            // metrics.
+            (Some(reply), outcome) => {
+                let _ = reply.send(outcome);
+            }
+            (None, Ok(())) => {}
+            (None, Err(e)) if e.is_data_error() => {
+                let samples = job.batch.sample_count() as u64;
+                self.shared
+                    .metrics
+                    .samples_rejected
+                    .add(&["async_refused_by_database"], samples);
+                log::error!(
+                    "{}: dropping {samples} acknowledged samples PostgreSQL refuses: {e}",
+                    self.name
+                );
+            }
+            (None, Err(_)) => self.retry.push(job),
+        }
     }
 
     fn set_connected(&self, up: bool) {
@@ -145,11 +224,7 @@ impl Writer {
             }
         }
         let Some(client) = self.client.as_mut() else {
-            return Err(StoreError {
-                connection_lost: true,
-                sqlstate: None,
-                message: "no connection".into(),
-            });
+            return Err(StoreError::internal("no connection"));
         };
         let started = Instant::now();
         let result = write_jobs(client, &self.shared, jobs);
@@ -204,6 +279,9 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<usiz
         }
     }
     ensure_partitions(client, shared, &days)?;
+    // In key order: index pages are touched in sequence, and two writers holding overlapping
+    // rows (a re-send racing its original) lock them in the same order, so cannot deadlock.
+    rows.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
     let data = store::encode_copy(&rows);
     let path = match store::insert_samples(client, &data) {
         Err(e) if store::is_missing_partition(&e) => {
@@ -251,49 +329,40 @@ fn resolve_ids(
         .map(|s| shared.series.key(&s.labels))
         .collect();
     let mut ids = shared.series.get_many(&keys);
+    // Each missed label set once, however often the jobs repeat it.
     let mut misses: HashMap<SeriesKey, &LabelSet> = HashMap::new();
-    for (i, id) in ids.iter().enumerate() {
+    for ((id, key), s) in ids.iter().zip(&keys).zip(series) {
         if id.is_none() {
-            misses.insert(keys[i], &series[i].labels);
+            misses.entry(*key).or_insert(&s.labels);
         }
     }
     let metrics = &shared.metrics;
     let missed = ids.iter().filter(|id| id.is_none()).count();
     metrics.series_cache_hits.add((ids.len() - missed) as u64);
     metrics.series_cache_misses.add(missed as u64);
-    if misses.is_empty() {
-        return Ok(ids.into_iter().flatten().collect());
-    }
-
-    let miss_list: Vec<(SeriesKey, &LabelSet)> = misses.into_iter().collect();
-    ensure_metric_views(client, shared, miss_list.iter().map(|(_, l)| l.metric()))?;
-    let metric_names: Vec<&str> = miss_list.iter().map(|(_, l)| l.metric()).collect();
-    let json: Vec<String> = miss_list.iter().map(|(_, l)| l.to_json()).collect();
-    let json_refs: Vec<&str> = json.iter().map(String::as_str).collect();
-    let (resolved, created) = store::resolve_series(client, &metric_names, &json_refs)?;
-    metrics.series_created.add(created);
-    let found: HashMap<SeriesKey, i64> = miss_list
-        .iter()
-        .map(|(k, _)| *k)
-        .zip(resolved.iter().copied())
-        .collect();
-    shared
-        .series
-        .insert_many(found.iter().map(|(k, v)| (*k, *v)));
-    metrics.series_cache_size.set(shared.series.len() as i64);
-    for (i, id) in ids.iter_mut().enumerate() {
-        if id.is_none() {
-            *id = found.get(&keys[i]).copied();
+    if !misses.is_empty() {
+        let miss_list: Vec<(SeriesKey, &LabelSet)> = misses.into_iter().collect();
+        ensure_metric_views(client, shared, miss_list.iter().map(|(_, l)| l.metric()))?;
+        let metric_names: Vec<&str> = miss_list.iter().map(|(_, l)| l.metric()).collect();
+        let json: Vec<String> = miss_list.iter().map(|(_, l)| l.to_json()).collect();
+        let json_refs: Vec<&str> = json.iter().map(String::as_str).collect();
+        let (resolved, created) = store::resolve_series(client, &metric_names, &json_refs)?;
+        metrics.series_created.add(created);
+        let found: HashMap<SeriesKey, i64> =
+            miss_list.iter().map(|(k, _)| *k).zip(resolved).collect();
+        let entries: Vec<(SeriesKey, i64)> = found.iter().map(|(k, v)| (*k, *v)).collect();
+        if shared.series.insert_many(&entries) {
+            log::info!("series cache reached --series-cache-max and started over");
+        }
+        metrics.series_cache_size.set(shared.series.len() as i64);
+        for (id, key) in ids.iter_mut().zip(&keys) {
+            if id.is_none() {
+                *id = found.get(key).copied();
+            }
         }
     }
     ids.into_iter()
-        .map(|id| {
-            id.ok_or_else(|| StoreError {
-                connection_lost: false,
-                sqlstate: None,
-                message: "a series id was not resolved".into(),
-            })
-        })
+        .map(|id| id.ok_or_else(|| StoreError::internal("a series id was not resolved")))
         .collect()
 }
 
@@ -348,10 +417,11 @@ fn ensure_partitions(
     Ok(())
 }
 
-/// Days to create partitions for ahead of need: yesterday to two days ahead of `now_ms`.
+/// Days to create partitions for ahead of need: yesterday to a week ahead of `now_ms`, so a
+/// database or maintenance hiccup of days still finds today's partition in place.
 pub fn days_ahead(now_ms: i64) -> Vec<i32> {
     let today = day_of(now_ms);
-    (today - 1..=today + 2).collect()
+    (today - 1..=today + 7).collect()
 }
 
 /// Creates the partitions around now; called at start-up and by the maintenance loop.

@@ -172,3 +172,41 @@ fn database_stopped_mid_run_gives_503_then_recovers_without_restart() {
 fn log_line(s: &str) {
     eprintln!("{s}");
 }
+
+#[test]
+fn async_acks_survive_an_outage_by_retrying() {
+    let pg = ScratchPg {
+        dir: TempDir::new("outage_async"),
+        port: free_port(),
+    };
+    pg.start();
+    let db = TestDb::on(
+        &format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port),
+        "outage_async",
+    );
+    let mut config = promgres::config::Config::for_database(db.config());
+    config.async_acks = true;
+    config.queue_capacity = 1000;
+    let server = promgres::server::Server::start(&config).expect("start");
+    let addr = server.addr();
+    let t = now_ms() - 60_000;
+    pg.stop();
+    // Acknowledged at once although the database is down: they must not be lost.
+    for r in 0..20 {
+        let reply = post_write(addr, &encode(&node_like(50, t + r * 1000, 1.0, "guest")));
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    pg.start();
+    let mut c = db.client();
+    let stored = wait_for(Duration::from_secs(30), || {
+        let n = count(&mut c, "SELECT count(*) FROM prom_samples");
+        (n == 1000).then_some(n)
+    });
+    assert_eq!(
+        stored,
+        Some(1000),
+        "every acknowledged sample stored once the database is back"
+    );
+    assert!(server.shutdown(Duration::from_secs(10)));
+}

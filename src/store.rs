@@ -95,6 +95,8 @@ pub fn connect(config: &postgres::Config) -> Result<Client> {
 /// Applies every migration newer than the database's version, under a session advisory lock
 /// so two instances starting together apply each migration once. Returns how many it applied.
 pub fn migrate(client: &mut Client) -> Result<usize> {
+    // "schema already exists" notices are expected on every start; keep them out of the log.
+    client.batch_execute("SET client_min_messages = warning")?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])?;
     let result = apply_migrations(client);
     // Unlock even when a migration failed, so a retry or another instance can proceed.

@@ -670,3 +670,44 @@ fn a_client_that_stops_sending_is_cut_off_and_others_are_served() {
         );
     }
 }
+
+#[test]
+fn simultaneous_new_connections_are_all_served() {
+    // Regression test for the tiny_http task-pool race patched in vendor/tiny_http: some of a
+    // burst of new keep-alive connections (Prometheus opening its shards) got no answer until
+    // another connection closed.
+    use std::io::{Read, Write};
+    let run = Running::start("burst");
+    for round in 0..3 {
+        let all_done = std::sync::Barrier::new(12);
+        let answered: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..12)
+                .map(|_| {
+                    let addr = run.addr;
+                    let all_done = &all_done;
+                    s.spawn(move || {
+                        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+                        c.set_read_timeout(Some(Duration::from_secs(3)))
+                            .expect("timeout");
+                        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                            .expect("send");
+                        let mut buf = [0u8; 12];
+                        let ok = c.read_exact(&mut buf).is_ok() && &buf == b"HTTP/1.1 200";
+                        // Keep every connection open until all have had their chance: a
+                        // stuck one must not be freed by another closing.
+                        all_done.wait();
+                        ok
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("client"))
+                .collect()
+        });
+        assert!(
+            answered.iter().all(|a| *a),
+            "round {round}: unanswered connections: {answered:?}"
+        );
+    }
+}

@@ -27,8 +27,9 @@ pub struct Args {
     #[argh(option)]
     pub db_password_file: Option<String>,
 
-    /// maximum PostgreSQL connections this instance opens: writers + 1 control (default 5)
-    #[argh(option, default = "5")]
+    /// maximum PostgreSQL connections this instance opens: writers + 1 control (+ 1 for HA
+    /// leases) (default 6)
+    #[argh(option, default = "6")]
     pub db_connections_max: usize,
 
     /// writer threads, each with its own connection (default 4)
@@ -74,9 +75,32 @@ pub struct Args {
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
 
-    /// de-duplicate Prometheus HA pairs by cluster/__replica__ labels (not implemented yet)
+    /// de-duplicate Prometheus HA pairs: store only the elected leader replica's samples of
+    /// each cluster
     #[argh(switch)]
     pub high_availability: bool,
+
+    /// HA: label naming the cluster of an HA pair; kept in storage (default cluster)
+    #[argh(option, default = "String::from(\"cluster\")")]
+    pub ha_cluster_label: String,
+
+    /// HA: label naming the replica within the pair; dropped before storage (default
+    /// __replica__)
+    #[argh(option, default = "String::from(\"__replica__\")")]
+    pub ha_replica_label: String,
+
+    /// HA: a leader that has committed nothing this long is replaced (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub ha_failover_timeout: String,
+
+    /// HA: how often the election thread checks each cluster (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub ha_election_interval: String,
+
+    /// HA: memory for standby replicas' recent samples, stored at a failover to avoid a gap
+    /// (default 268435456 = 256 MiB)
+    #[argh(option, default = "256 * 1024 * 1024")]
+    pub ha_standby_buffer_bytes: usize,
 
     /// legacy leader election: advisory lock id shared by a group of promgres (not implemented yet)
     #[argh(option)]
@@ -113,6 +137,8 @@ pub struct Config {
     pub http_threads: usize,
     pub async_acks: bool,
     pub log_level: String,
+    /// Some with --high-availability.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 impl Config {
@@ -132,6 +158,7 @@ impl Config {
             http_threads: 32,
             async_acks: false,
             log_level: "info".into(),
+            ha: None,
         }
     }
 }
@@ -147,9 +174,6 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             ))
         }
     };
-    if args.high_availability {
-        return Err("--high-availability is not implemented yet in this version".into());
-    }
     if args.leader_election_pg_advisory_lock_id.is_some()
         || args
             .leader_election_pg_advisory_lock_prometheus_timeout
@@ -182,11 +206,41 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     if args.db_writers == 0 {
         return Err("--db-writers must be at least 1".into());
     }
-    if args.db_writers + 1 > args.db_connections_max {
+    let ha = if args.high_availability {
+        let ms = |flag: &str, text: &str| -> Result<i64, String> {
+            let d = parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
+            if d.is_zero() {
+                return Err(format!("{flag} must be positive"));
+            }
+            Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        for (flag, name) in [
+            ("--ha-cluster-label", &args.ha_cluster_label),
+            ("--ha-replica-label", &args.ha_replica_label),
+        ] {
+            if !crate::decode::valid_label_name(name) {
+                return Err(format!("{flag} {name:?} is not a valid label name"));
+            }
+        }
+        if args.ha_cluster_label == args.ha_replica_label {
+            return Err("--ha-cluster-label and --ha-replica-label must differ".into());
+        }
+        Some(crate::ha::HaConfig {
+            cluster_label: args.ha_cluster_label,
+            replica_label: args.ha_replica_label,
+            failover_timeout_ms: ms("--ha-failover-timeout", &args.ha_failover_timeout)?,
+            interval_ms: ms("--ha-election-interval", &args.ha_election_interval)?,
+            buffer_bytes: args.ha_standby_buffer_bytes,
+        })
+    } else {
+        None
+    };
+    let needed = args.db_writers + 1 + usize::from(ha.is_some());
+    if needed > args.db_connections_max {
         return Err(format!(
-            "--db-writers {} needs {} connections (writers + 1 control), more than --db-connections-max {}",
+            "--db-writers {} needs {needed} connections (writers + 1 control{}), more than --db-connections-max {}",
             args.db_writers,
-            args.db_writers + 1,
+            if ha.is_some() { " + 1 HA" } else { "" },
             args.db_connections_max
         ));
     }
@@ -216,6 +270,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         http_threads: args.http_threads.max(1),
         async_acks: args.async_acks,
         log_level: args.log_level,
+        ha,
     })
 }
 
@@ -269,7 +324,12 @@ mod tests {
         assert_eq!(c.max_request_bytes, 32 << 20);
         assert!(parse(&["--db-writers", "8", "--db-connections-max", "8"]).is_err());
         assert!(parse(&["migrate"]).is_ok_and(|c| c.command == Command::Migrate));
-        assert!(parse(&["--high-availability"]).is_err());
+        let ha = parse(&["--high-availability"]).expect("HA defaults are valid");
+        let ha = ha.ha.expect("HA on");
+        assert_eq!((ha.failover_timeout_ms, ha.interval_ms), (30_000, 10_000));
+        assert_eq!(ha.replica_label, "__replica__");
+        assert!(parse(&["--high-availability", "--db-writers", "5"]).is_err());
+        assert!(parse(&["--high-availability", "--ha-replica-label", "cluster"]).is_err());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! them to HTTP status codes: 4xx only for the sender's fault (Prometheus drops those), 503
 //! with Retry-After for ours (Prometheus retries those). Never 429: Prometheus 2.42 drops it.
 
-use crate::decode::{self, DecodeError};
+use crate::decode::{self, DecodeError, WriteBatch};
+use crate::ha::{Election, HaError, HandOverError};
 use crate::metrics::Metrics;
-use crate::queue::{Queue, SubmitError};
+use crate::queue::{FencedGroup, Queue, SubmitError};
 use crate::store::StoreError;
 use crossbeam_channel::RecvTimeoutError;
 use std::io::Read;
@@ -38,6 +39,10 @@ pub enum ApiError {
     Database(StoreError),
     CommitTimeout(Duration),
     Unhealthy(String),
+    Ha(HaError),
+    HaDisabled,
+    HandOver(HandOverError),
+    MissingParameter(&'static str),
 }
 
 impl ApiError {
@@ -53,7 +58,11 @@ impl ApiError {
             // should catch such input first; this is the safety net.
             ApiError::Database(e) if e.is_data_error() => 400,
             ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::NotFound => 404,
+            ApiError::Ha(HaError::MissingLabel { .. }) | ApiError::MissingParameter(_) => 400,
+            ApiError::Ha(HaError::Store(_)) | ApiError::HandOver(HandOverError::Store(_)) => 503,
+            ApiError::HandOver(HandOverError::UnknownCluster) => 404,
+            ApiError::HandOver(HandOverError::ReplicaNotSending) => 409,
+            ApiError::NotFound | ApiError::HaDisabled => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::QueueFull
             | ApiError::ShuttingDown
@@ -76,6 +85,11 @@ impl ApiError {
             ApiError::Database(_) => "database_error",
             ApiError::CommitTimeout(_) => "commit_timeout",
             ApiError::Unhealthy(_) => "unhealthy",
+            ApiError::Ha(HaError::MissingLabel { .. }) => "ha_missing_label",
+            ApiError::Ha(HaError::Store(_)) => "ha_lease_unavailable",
+            ApiError::HaDisabled | ApiError::HandOver(_) | ApiError::MissingParameter(_) => {
+                "bad_route"
+            }
         }
     }
 }
@@ -100,6 +114,10 @@ impl std::fmt::Display for ApiError {
                 "no commit within {d:?}; the samples may or may not be stored, a retry is safe"
             ),
             ApiError::Unhealthy(e) => write!(f, "unhealthy: {e}"),
+            ApiError::Ha(e) => write!(f, "{e}"),
+            ApiError::HaDisabled => write!(f, "high availability is off (--high-availability)"),
+            ApiError::HandOver(e) => write!(f, "{e}"),
+            ApiError::MissingParameter(p) => write!(f, "missing query parameter {p:?}"),
         }
     }
 }
@@ -126,6 +144,8 @@ pub struct HttpState {
         crossbeam_channel::Sender<()>,
         crossbeam_channel::Receiver<()>,
     ),
+    /// The HA stage, with --high-availability.
+    pub ha: Option<Arc<Election>>,
 }
 
 impl HttpState {
@@ -178,6 +198,11 @@ fn handle(mut request: Request, state: &HttpState) {
         "/write" | "/api/v1/write" => ("/write", write(&mut request, state)),
         "/healthz" => ("/healthz", healthz(&request, state)),
         "/metrics" => ("/metrics", metrics(&request, state)),
+        "/api/v1/ha/clusters" => ("/api/v1/ha/clusters", ha_state(&request, state)),
+        p if p.starts_with("/api/v1/ha/clusters/") && p.ends_with("/leader") => (
+            "/api/v1/ha/clusters/:cluster/leader",
+            ha_hand_over(&mut request, state),
+        ),
         _ => ("other", Err(ApiError::NotFound)),
     };
     let response = match result {
@@ -293,7 +318,52 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
     drop(body);
     let samples = batch.sample_count();
     state.metrics.samples_received.add(samples as u64);
-    let waiter = match state.queue.submit(batch, !state.async_acks) {
+    let Some(ha) = &state.ha else {
+        commit(state, batch, Vec::new(), samples)?;
+        return Ok(empty(204));
+    };
+    let routed = ha.route(batch).map_err(ApiError::Ha)?;
+    flush(state, routed.flushes);
+    let mut not_stored = routed.not_stored;
+    let fenced_out = commit(state, routed.plain, routed.fenced, samples)?;
+    // The lease moved between routing and commit: route those series again with the lease
+    // re-read, once; what is refused a second time is counted as not stored (202).
+    for group in fenced_out {
+        let rerouted = ha.reroute_fenced_out(group).map_err(ApiError::Ha)?;
+        flush(state, rerouted.flushes);
+        not_stored += rerouted.not_stored;
+        for lost in commit(state, rerouted.plain, rerouted.fenced, samples)? {
+            not_stored += lost.series.iter().map(|s| s.samples.len()).sum::<usize>();
+        }
+    }
+    // 202 when HA kept some samples back (standby or outside the replica's leases): a 2xx,
+    // so Prometheus neither retries nor blocks.
+    Ok(empty(if not_stored > 0 { 202 } else { 204 }))
+}
+
+fn empty(status: u16) -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_data(Vec::new()).with_status_code(status)
+}
+
+/// Hands a new leader's buffered samples to the writers.
+fn flush(state: &HttpState, groups: Vec<FencedGroup>) {
+    if let Err(e) = state.queue.submit_flush(groups) {
+        log::warn!("cannot queue buffered HA samples: {e:?}");
+    }
+}
+
+/// Queues a batch and, unless acks are asynchronous, waits for its commit. Returns the fenced
+/// groups the writer refused (the replica lost the lease before commit).
+fn commit(
+    state: &HttpState,
+    batch: WriteBatch,
+    fenced: Vec<FencedGroup>,
+    samples: usize,
+) -> Result<Vec<FencedGroup>, ApiError> {
+    if batch.series.is_empty() && batch.metadata.is_empty() && fenced.is_empty() {
+        return Ok(Vec::new());
+    }
+    let waiter = match state.queue.submit(batch, fenced, !state.async_acks) {
         Ok(w) => w,
         Err(SubmitError::Full) => {
             state
@@ -304,23 +374,101 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
         }
         Err(SubmitError::Closed) => return Err(ApiError::ShuttingDown),
     };
-    if let Some(outcome) = waiter {
-        match outcome.recv_timeout(state.write_timeout) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                state
-                    .metrics
-                    .samples_rejected
-                    .add(&["database_error"], samples as u64);
-                return Err(ApiError::Database(e));
+    let Some(outcome) = waiter else {
+        return Ok(Vec::new());
+    };
+    match outcome.recv_timeout(state.write_timeout) {
+        Ok(Ok(committed)) => Ok(committed.fenced_out),
+        Ok(Err(e)) => {
+            state
+                .metrics
+                .samples_rejected
+                .add(&["database_error"], samples as u64);
+            Err(ApiError::Database(e))
+        }
+        Err(RecvTimeoutError::Timeout) => Err(ApiError::CommitTimeout(state.write_timeout)),
+        Err(RecvTimeoutError::Disconnected) => Err(ApiError::ShuttingDown),
+    }
+}
+
+fn ha_state(request: &Request, state: &HttpState) -> Reply {
+    if *request.method() != Method::Get {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let ha = state.ha.as_ref().ok_or(ApiError::HaDisabled)?;
+    Ok(Response::from_data(ha.state_json().into_bytes())
+        .with_header(header("Content-Type", "application/json")))
+}
+
+/// `POST /api/v1/ha/clusters/<cluster>/leader?replica=<name>`: operator hand-over.
+fn ha_hand_over(request: &mut Request, state: &HttpState) -> Reply {
+    if *request.method() != Method::Post {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let ha = state.ha.as_ref().ok_or(ApiError::HaDisabled)?;
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let cluster = path
+        .strip_prefix("/api/v1/ha/clusters/")
+        .and_then(|p| p.strip_suffix("/leader"))
+        .map(percent_decode)
+        .filter(|c| !c.is_empty())
+        .ok_or(ApiError::NotFound)?;
+    let replica = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("replica="))
+        .map(percent_decode)
+        .filter(|r| !r.is_empty())
+        .ok_or(ApiError::MissingParameter("replica"))?;
+    let (lease, flushes) = ha
+        .hand_over(&cluster, &replica)
+        .map_err(ApiError::HandOver)?;
+    flush(state, flushes);
+    let mut body = String::from("{\"cluster\":");
+    decode::push_json_string(&mut body, &lease.cluster);
+    body.push_str(",\"leader\":");
+    decode::push_json_string(&mut body, &lease.leader);
+    body.push_str(&format!(
+        ",\"term\":{},\"handover_time_ms\":{}}}",
+        lease.term, lease.start_ms
+    ));
+    Ok(Response::from_data(body.into_bytes())
+        .with_header(header("Content-Type", "application/json")))
+}
+
+/// Decodes %XX escapes (and '+' as space) of a URL component; invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                return Err(ApiError::CommitTimeout(state.write_timeout))
+            b'+' => {
+                out.push(b' ');
+                i += 1;
             }
-            Err(RecvTimeoutError::Disconnected) => return Err(ApiError::ShuttingDown),
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    Ok(Response::from_data(Vec::new()).with_status_code(204))
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reads at most `limit` bytes of body, giving up once `deadline` has passed: the socket's

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod ha;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod proto;
 pub mod queue;
 pub mod series_cache;
 pub mod server;
+pub mod standby;
 pub mod store;
 pub mod sys;
 pub mod writer;

@@ -74,7 +74,7 @@ impl CounterVec {
 /// Gauges keyed by label values.
 pub struct GaugeVec {
     label_names: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, i64>>,
+    values: Mutex<BTreeMap<Vec<String>, f64>>,
 }
 
 impl GaugeVec {
@@ -85,7 +85,7 @@ impl GaugeVec {
         }
     }
 
-    pub fn set(&self, label_values: &[&str], v: i64) {
+    pub fn set(&self, label_values: &[&str], v: f64) {
         let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
         let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
         values.insert(key, v);
@@ -190,6 +190,12 @@ pub struct Metrics {
     pub series_created: Counter,
     pub db_connected: GaugeVec,
     pub duplicate_fallbacks: Counter,
+    pub ha_leader_info: GaugeVec,
+    pub ha_leader_changes: CounterVec,
+    pub ha_samples_accepted: CounterVec,
+    pub ha_samples_dropped: CounterVec,
+    pub ha_buffer_bytes: Gauge,
+    pub ha_last_failover_gap: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -211,6 +217,12 @@ impl Default for Metrics {
             series_created: Counter::default(),
             db_connected: GaugeVec::new(&["connection"]),
             duplicate_fallbacks: Counter::default(),
+            ha_leader_info: GaugeVec::new(&["cluster", "replica"]),
+            ha_leader_changes: CounterVec::new(&["cluster"]),
+            ha_samples_accepted: CounterVec::new(&["cluster", "replica", "kind"]),
+            ha_samples_dropped: CounterVec::new(&["cluster", "replica", "reason"]),
+            ha_buffer_bytes: Gauge::default(),
+            ha_last_failover_gap: GaugeVec::new(&["cluster"]),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `main` and the integration tests both start promgres through [`Server::start`].
 
 use crate::config::Config;
+use crate::ha::{Election, SystemClock};
 use crate::http::{self, HealthCheck, HttpState};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
@@ -44,7 +45,7 @@ impl Control {
             let client = store::connect(&self.config);
             self.metrics
                 .db_connected
-                .set(&["control"], i64::from(client.is_ok()));
+                .set(&["control"], if client.is_ok() { 1.0 } else { 0.0 });
             *guard = Some(client?);
         }
         let Some(client) = guard.as_mut() else {
@@ -54,7 +55,7 @@ impl Control {
         if let Err(e) = &result {
             if e.connection_lost {
                 *guard = None;
-                self.metrics.db_connected.set(&["control"], 0);
+                self.metrics.db_connected.set(&["control"], 0.0);
             }
         }
         result
@@ -88,6 +89,7 @@ pub struct Server {
     queue: Option<Queue>,
     writers: Option<WriterPool>,
     maintenance: Option<JoinHandle<()>>,
+    election: Option<JoinHandle<()>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -114,6 +116,27 @@ impl Server {
             .map_err(|e| format!("cannot start writers: {e}"))?;
 
         let stopping = Arc::new(AtomicBool::new(false));
+        let ha = config.ha.clone().map(|ha_config| {
+            Arc::new(Election::new(
+                ha_config,
+                Box::new(store::PgLeaseStore::new(&config.db)),
+                Arc::new(SystemClock),
+                metrics.clone(),
+            ))
+        });
+        let election = match &ha {
+            Some(election) => {
+                let (election, queue, stopping) =
+                    (election.clone(), queue.clone(), stopping.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("promgres-election".into())
+                        .spawn(move || election_loop(&election, &queue, &stopping))
+                        .map_err(|e| format!("cannot start the election thread: {e}"))?,
+                )
+            }
+            None => None,
+        };
         let maintenance = {
             let (control, shared, stopping) = (control.clone(), shared.clone(), stopping.clone());
             std::thread::Builder::new()
@@ -145,6 +168,7 @@ impl Server {
             write_timeout: config.write_timeout,
             body_deadline: config.http_read_timeout,
             decode_slots: http::decode_slots(),
+            ha,
             async_acks: config.async_acks,
             stopping: stopping.clone(),
         });
@@ -176,6 +200,7 @@ impl Server {
             queue: Some(queue),
             writers: Some(writers),
             maintenance: Some(maintenance),
+            election,
             metrics,
         })
     }
@@ -198,7 +223,11 @@ impl Server {
         if !handlers_done {
             log::warn!("HTTP handlers still busy at the shutdown deadline");
         }
-        // The handlers are gone; dropping the last queue sender lets writers drain and stop.
+        // The handlers and the election thread are gone; dropping the last queue sender lets
+        // writers drain and stop.
+        if let Some(e) = self.election.take() {
+            let _ = e.join();
+        }
         self.queue = None;
         // Closes the listening socket.
         self.http_server = None;
@@ -212,6 +241,29 @@ impl Server {
             let _ = m.join();
         }
         handlers_done && drained
+    }
+}
+
+/// The single election thread: one [`Election::tick`] per `--ha-election-interval`, storing
+/// what a failover releases from the standby buffer.
+fn election_loop(election: &Election, queue: &Queue, stopping: &AtomicBool) {
+    let interval =
+        Duration::from_millis(u64::try_from(election.config().interval_ms).unwrap_or(10_000));
+    let mut last = Instant::now();
+    while !stopping.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(interval));
+        if last.elapsed() < interval {
+            continue;
+        }
+        last = Instant::now();
+        match election.tick() {
+            Ok(flushes) => {
+                if let Err(e) = queue.submit_flush(flushes) {
+                    log::warn!("cannot queue buffered HA samples: {e:?}");
+                }
+            }
+            Err(e) => log::warn!("HA election round failed: {e}"),
+        }
     }
 }
 

@@ -10,7 +10,10 @@ use std::fmt;
 use std::io::Write;
 
 /// Migrations in order; `version` is the position, starting at 1.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_ha", include_str!("../migrations/0002_ha.sql")),
+];
 
 /// The schema version this binary needs.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -290,51 +293,271 @@ pub fn is_missing_partition(e: &StoreError) -> bool {
     e.is(&SqlState::CHECK_VIOLATION) && e.message.contains("no partition")
 }
 
-/// Inserts rows in one transaction. The fast path is a plain binary COPY, which PostgreSQL
-/// runs at about twice the speed of an ON CONFLICT insert; re-sent batches are rare, so
-/// only a transaction that hits the primary key pays for the slow path.
-pub fn insert_samples(client: &mut Client, copy_data: &[u8]) -> Result<InsertPath> {
-    match copy_in(
-        client,
-        "COPY promgres.samples (series_id, time, value) FROM STDIN (FORMAT binary)",
-        copy_data,
-        None,
-    ) {
-        Ok(()) => Ok(InsertPath::Copy),
+/// An HA leader's claim, checked inside the inserting transaction: `replica` must lead
+/// `cluster` and `min_ms` must lie in its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence<'a> {
+    pub cluster: &'a str,
+    pub replica: &'a str,
+    pub min_ms: i64,
+    pub max_ms: i64,
+}
+
+/// Inserts samples in one transaction and returns which fences held. `build` gets the
+/// verdict of each fence and returns the binary COPY data of the rows to store (the
+/// unconditional ones and those of fences that held).
+///
+/// The fast path is a plain binary COPY, which PostgreSQL runs at about twice the speed of an
+/// ON CONFLICT insert; re-sent batches are rare, so only a transaction that hits the primary
+/// key pays for the slow path. Fences are checked with the lease rows locked FOR SHARE until
+/// commit, so a hand-over (which locks them FOR UPDATE) happens wholly before or after.
+pub fn insert_samples(
+    client: &mut Client,
+    fences: &[Fence],
+    build: &dyn Fn(&[bool]) -> Vec<u8>,
+) -> Result<(InsertPath, Vec<bool>)> {
+    match insert_attempt(client, fences, build, false) {
+        Ok(held) => Ok((InsertPath::Copy, held)),
         Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
-            copy_in(
-                client,
-                "COPY promgres_staging (series_id, time, value) FROM STDIN (FORMAT binary)",
-                copy_data,
-                Some(
-                    "INSERT INTO promgres.samples (series_id, time, value)
-                     SELECT series_id, time, value FROM promgres_staging
-                     ON CONFLICT DO NOTHING",
-                ),
-            )?;
-            Ok(InsertPath::Deduplicated)
+            let held = insert_attempt(client, fences, build, true)?;
+            Ok((InsertPath::Deduplicated, held))
         }
         Err(e) => Err(e),
     }
 }
 
-fn copy_in(client: &mut Client, copy: &str, data: &[u8], then: Option<&str>) -> Result<()> {
+fn insert_attempt(
+    client: &mut Client,
+    fences: &[Fence],
+    build: &dyn Fn(&[bool]) -> Vec<u8>,
+    deduplicate: bool,
+) -> Result<Vec<bool>> {
     let mut tx = client.transaction()?;
-    if then.is_some() {
+    let (held, terms) = check_fences(&mut tx, fences)?;
+    let data = build(&held);
+    if deduplicate {
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS promgres_staging
                  (series_id bigint, time timestamptz, value double precision)
                  ON COMMIT DELETE ROWS",
         )?;
+        copy_in(
+            &mut tx,
+            "COPY promgres_staging (series_id, time, value) FROM STDIN (FORMAT binary)",
+            &data,
+        )?;
+        tx.batch_execute(
+            "INSERT INTO promgres.samples (series_id, time, value)
+             SELECT series_id, time, value FROM promgres_staging
+             ON CONFLICT DO NOTHING",
+        )?;
+    } else {
+        copy_in(
+            &mut tx,
+            "COPY promgres.samples (series_id, time, value) FROM STDIN (FORMAT binary)",
+            &data,
+        )?;
     }
+    record_progress(&mut tx, fences, &held, &terms)?;
+    tx.commit()?;
+    Ok(held)
+}
+
+fn copy_in(tx: &mut postgres::Transaction, copy: &str, data: &[u8]) -> Result<()> {
     let mut writer = tx.copy_in(copy)?;
     writer.write_all(data)?;
     writer.finish()?;
-    if let Some(statement) = then {
-        tx.batch_execute(statement)?;
-    }
-    tx.commit()?;
     Ok(())
+}
+
+/// Locks the fences' lease rows FOR SHARE and says which fences hold; also returns each
+/// cluster's lease term.
+fn check_fences(
+    tx: &mut postgres::Transaction,
+    fences: &[Fence],
+) -> Result<(Vec<bool>, std::collections::HashMap<String, i64>)> {
+    if fences.is_empty() {
+        return Ok((Vec::new(), Default::default()));
+    }
+    let mut clusters: Vec<&str> = fences.iter().map(|f| f.cluster).collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    let rows = tx.query(
+        "SELECT cluster, leader, (extract(epoch FROM lease_start) * 1000)::bigint, term
+           FROM promgres.ha_leases WHERE cluster = ANY($1) ORDER BY cluster FOR SHARE",
+        &[&clusters],
+    )?;
+    let mut leases = std::collections::HashMap::new();
+    let mut terms = std::collections::HashMap::new();
+    for row in rows {
+        let cluster: String = row.try_get(0)?;
+        let leader: String = row.try_get(1)?;
+        let start: i64 = row.try_get(2)?;
+        let term: i64 = row.try_get(3)?;
+        terms.insert(cluster.clone(), term);
+        leases.insert(cluster, (leader, start));
+    }
+    let held = fences
+        .iter()
+        .map(|f| {
+            leases
+                .get(f.cluster)
+                .is_some_and(|(leader, start)| leader == f.replica && f.min_ms >= *start)
+        })
+        .collect();
+    Ok((held, terms))
+}
+
+/// Notes, for each cluster whose fence held, the newest sample committed for its leader and
+/// that it wrote now; a hand-over reads these to pick T and to measure the leader's silence.
+fn record_progress(
+    tx: &mut postgres::Transaction,
+    fences: &[Fence],
+    held: &[bool],
+    terms: &std::collections::HashMap<String, i64>,
+) -> Result<()> {
+    let mut newest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for (f, ok) in fences.iter().zip(held) {
+        if *ok {
+            let e = newest.entry(f.cluster).or_insert(f.max_ms);
+            *e = (*e).max(f.max_ms);
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let clusters: Vec<&str> = newest.keys().copied().collect();
+    let maxes: Vec<i64> = newest.values().copied().collect();
+    let term_list: Vec<i64> = clusters
+        .iter()
+        .map(|c| terms.get(*c).copied().unwrap_or(0))
+        .collect();
+    tx.execute(
+        "INSERT INTO promgres.ha_progress (cluster, writer_pid, term, max_time, last_write_at)
+         SELECT c, pg_backend_pid(), t, timestamptz 'epoch' + m * interval '1 millisecond', now()
+           FROM unnest($1::text[], $2::int8[], $3::int8[]) AS x(c, t, m)
+         ON CONFLICT (cluster, writer_pid) DO UPDATE
+            SET max_time = CASE WHEN promgres.ha_progress.term = EXCLUDED.term
+                                THEN greatest(promgres.ha_progress.max_time, EXCLUDED.max_time)
+                                ELSE EXCLUDED.max_time END,
+                term = EXCLUDED.term,
+                last_write_at = now()",
+        &[&clusters, &term_list, &maxes],
+    )?;
+    Ok(())
+}
+
+/// Leases in PostgreSQL, on a connection of their own (outside the writer pool).
+pub struct PgLeaseStore {
+    config: postgres::Config,
+    client: Option<Client>,
+}
+
+const LEASE_COLUMNS: &str = "cluster, leader, term,
+    (extract(epoch FROM lease_start) * 1000)::bigint,
+    (extract(epoch FROM leader_since) * 1000)::bigint,
+    previous_leader";
+
+fn lease_from_row(row: &postgres::Row) -> Result<crate::ha::Lease> {
+    Ok(crate::ha::Lease {
+        cluster: row.try_get(0)?,
+        leader: row.try_get(1)?,
+        term: row.try_get(2)?,
+        start_ms: row.try_get(3)?,
+        leader_since_ms: row.try_get(4)?,
+        previous_leader: row.try_get(5)?,
+    })
+}
+
+impl PgLeaseStore {
+    pub fn new(db: &postgres::Config) -> Self {
+        let mut config = db.clone();
+        config.application_name("promgres-ha");
+        config.options("-c statement_timeout=10000 -c lock_timeout=5000");
+        PgLeaseStore {
+            config,
+            client: None,
+        }
+    }
+
+    fn with_client<T>(&mut self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(connect(&self.config)?);
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(StoreError::internal("no connection"));
+        };
+        let result = f(client);
+        if result.as_ref().is_err_and(|e| e.connection_lost) {
+            self.client = None;
+        }
+        result
+    }
+}
+
+impl crate::ha::LeaseStore for PgLeaseStore {
+    fn get_or_create(&mut self, cluster: &str, replica: &str) -> Result<crate::ha::Lease> {
+        self.with_client(|c| {
+            let row = c.query_one(
+                &format!("SELECT {LEASE_COLUMNS} FROM promgres.ha_get_or_create($1, $2)"),
+                &[&cluster, &replica],
+            )?;
+            lease_from_row(&row)
+        })
+    }
+
+    fn fetch(&mut self, cluster: &str) -> Result<Option<(crate::ha::Lease, i64)>> {
+        self.with_client(|c| {
+            let row = c.query_opt(
+                &format!(
+                    "SELECT {LEASE_COLUMNS},
+                            (extract(epoch FROM promgres.ha_leader_silence(cluster)) * 1000)::bigint
+                       FROM promgres.ha_leases WHERE cluster = $1"
+                ),
+                &[&cluster],
+            )?;
+            match row {
+                Some(row) => Ok(Some((lease_from_row(&row)?, row.try_get(6)?))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn change_leader(
+        &mut self,
+        cluster: &str,
+        expected: &str,
+        new: &str,
+        min_silence_ms: Option<i64>,
+        reason: &str,
+    ) -> Result<crate::ha::Lease> {
+        self.with_client(|c| {
+            let row = c.query_one(
+                &format!(
+                    "SELECT {LEASE_COLUMNS} FROM promgres.ha_change_leader(
+                        $1, $2, $3, $4::int8 * interval '1 millisecond', $5)"
+                ),
+                &[&cluster, &expected, &new, &min_silence_ms, &reason],
+            )?;
+            lease_from_row(&row)
+        })
+    }
+
+    fn past_leases(&mut self, cluster: &str, replica: &str) -> Result<Vec<(i64, i64)>> {
+        self.with_client(|c| {
+            let rows = c.query(
+                "SELECT (extract(epoch FROM lease_start) * 1000)::bigint,
+                        (extract(epoch FROM lease_end) * 1000)::bigint
+                   FROM promgres.ha_lease_history
+                  WHERE cluster = $1 AND leader = $2 AND lease_end IS NOT NULL
+                  ORDER BY lease_start",
+                &[&cluster, &replica],
+            )?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
 }
 
 #[cfg(test)]

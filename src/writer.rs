@@ -6,9 +6,9 @@
 //! statement for all misses), make sure the days' partitions exist, then binary COPY the
 //! samples and commit. Only after the commit is any job answered Ok.
 
-use crate::decode::{LabelSet, Metadata};
+use crate::decode::{LabelSet, Metadata, SeriesSamples};
 use crate::metrics::Metrics;
-use crate::queue::{Job, Outcome};
+use crate::queue::{Committed, FencedGroup, Job, Outcome};
 use crate::series_cache::{SeriesCache, SeriesKey};
 use crate::store::{self, InsertPath, SampleRow, StoreError};
 use crossbeam_channel::Receiver;
@@ -131,11 +131,11 @@ impl Writer {
             }
             let mut merged = std::mem::take(&mut self.retry);
             merged.extend(first);
-            let mut samples: usize = merged.iter().map(|j| j.batch.sample_count()).sum();
+            let mut samples: usize = merged.iter().map(Job::sample_count).sum();
             while samples < MERGE_SAMPLE_LIMIT {
                 match jobs.try_recv() {
                     Ok(job) => {
-                        samples += job.batch.sample_count();
+                        samples += job.sample_count();
                         merged.push(job);
                     }
                     Err(_) => break,
@@ -151,8 +151,7 @@ impl Writer {
     /// transaction, one job is at fault, so each job is retried alone and the others still land.
     /// (Other failures, such as timeouts, would only repeat per job.)
     fn process(&mut self, merged: Vec<Job>) {
-        let outcome = self.write(&merged);
-        match outcome {
+        match self.write(&merged) {
             Err(e) if e.is_data_error() && merged.len() > 1 => {
                 log::info!(
                     "{}: retrying {} merged jobs one by one after: {e}",
@@ -160,13 +159,20 @@ impl Writer {
                     merged.len()
                 );
                 for job in merged {
-                    let outcome = self.write(std::slice::from_ref(&job));
+                    let outcome = self
+                        .write(std::slice::from_ref(&job))
+                        .map(|mut c| c.pop().unwrap_or_default());
                     self.finish(job, outcome);
                 }
             }
-            outcome => {
+            Err(e) => {
                 for job in merged {
-                    self.finish(job, outcome.clone());
+                    self.finish(job, Err(e.clone()));
+                }
+            }
+            Ok(committed) => {
+                for (job, c) in merged.into_iter().zip(committed) {
+                    self.finish(job, Ok(c));
                 }
             }
         }
@@ -177,16 +183,35 @@ impl Writer {
         }
     }
 
-    fn finish(&mut self, job: Job, outcome: Outcome) {
+    /// Answers a job; `outcome` carries the indices of its fenced-out groups.
+    fn finish(&mut self, mut job: Job, outcome: Result<Vec<usize>, StoreError>) {
+        let outcome: Outcome = outcome.map(|fenced_out| Committed {
+            fenced_out: take_indices(&mut job.fenced, &fenced_out),
+        });
         match (&job.reply, outcome) {
             // The handler may have timed out and gone; the outcome then only matters to the
             // metrics.
             (Some(reply), outcome) => {
                 let _ = reply.send(outcome);
             }
-            (None, Ok(())) => {}
+            (None, Ok(committed)) => {
+                // Buffered HA samples of a leader that lost the lease again before they were
+                // stored: they belong to another replica's lease now.
+                let lost: usize = committed
+                    .fenced_out
+                    .iter()
+                    .flat_map(|g| g.series.iter())
+                    .map(|s| s.samples.len())
+                    .sum();
+                if lost > 0 {
+                    self.shared
+                        .metrics
+                        .samples_rejected
+                        .add(&["ha_fenced_out"], lost as u64);
+                }
+            }
             (None, Err(e)) if e.is_data_error() => {
-                let samples = job.batch.sample_count() as u64;
+                let samples = job.sample_count() as u64;
                 self.shared
                     .metrics
                     .samples_rejected
@@ -204,10 +229,12 @@ impl Writer {
         self.shared
             .metrics
             .db_connected
-            .set(&[&self.name], i64::from(up));
+            .set(&[&self.name], if up { 1.0 } else { 0.0 });
     }
 
-    fn write(&mut self, jobs: &[Job]) -> Outcome {
+    /// Writes the jobs in one transaction; on success returns, per job, the indices of its
+    /// fenced groups that were refused.
+    fn write(&mut self, jobs: &[Job]) -> Result<Vec<Vec<usize>>, StoreError> {
         let metrics = self.shared.metrics.clone();
         if self.client.is_none() {
             match store::connect(&self.config) {
@@ -229,7 +256,7 @@ impl Writer {
         let started = Instant::now();
         let result = write_jobs(client, &self.shared, jobs);
         match &result {
-            Ok(stored) => {
+            Ok((stored, _)) => {
                 metrics.commit_duration.observe(started.elapsed());
                 metrics.samples_stored.add(*stored as u64);
             }
@@ -247,43 +274,99 @@ impl Writer {
                 }
             }
         }
-        result.map(|_| ())
+        result.map(|(_, committed)| committed)
     }
 }
 
-/// Stores the jobs' metadata and samples; returns the number of samples committed.
-fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<usize, StoreError> {
+/// Stores the jobs' metadata and samples in one transaction; returns the number of samples
+/// committed and, per job, the indices of its fenced groups that were refused.
+fn write_jobs(
+    client: &mut Client,
+    shared: &Shared,
+    jobs: &[Job],
+) -> Result<(usize, Vec<Vec<usize>>), StoreError> {
     let metadata = latest_metadata(jobs);
     if !metadata.is_empty() {
         store::upsert_metadata(client, &metadata)?;
         shared.metrics.metadata_stored.add(metadata.len() as u64);
     }
 
-    let series: Vec<&crate::decode::SeriesSamples> =
-        jobs.iter().flat_map(|j| j.batch.series.iter()).collect();
-    if series.is_empty() {
-        return Ok(0);
+    // Unconditional series first, then each fenced group's, resolved in one batch.
+    let plain: Vec<&SeriesSamples> = jobs.iter().flat_map(|j| j.batch.series.iter()).collect();
+    let groups: Vec<(usize, usize, &FencedGroup)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| {
+            job.fenced
+                .iter()
+                .enumerate()
+                .map(move |(g, group)| (j, g, group))
+        })
+        .collect();
+    let all: Vec<&SeriesSamples> = plain
+        .iter()
+        .copied()
+        .chain(groups.iter().flat_map(|(_, _, g)| g.series.iter()))
+        .collect();
+    let mut committed: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+    if all.is_empty() {
+        return Ok((0, committed));
     }
-    let ids = resolve_ids(client, shared, &series)?;
-
-    let mut rows = Vec::with_capacity(series.iter().map(|s| s.samples.len()).sum());
+    let ids = resolve_ids(client, shared, &all)?;
+    let mut ids = ids.into_iter();
     let mut days = HashSet::new();
-    for (s, &series_id) in series.iter().zip(&ids) {
-        for sample in &s.samples {
-            days.insert(day_of(sample.timestamp));
-            rows.push(SampleRow {
-                series_id,
-                timestamp_ms: sample.timestamp,
-                value: sample.value,
-            });
+    let mut to_rows = |series: &[&SeriesSamples]| -> Vec<SampleRow> {
+        let mut rows = Vec::new();
+        for (s, series_id) in series.iter().zip(ids.by_ref()) {
+            for sample in &s.samples {
+                days.insert(day_of(sample.timestamp));
+                rows.push(SampleRow {
+                    series_id,
+                    timestamp_ms: sample.timestamp,
+                    value: sample.value,
+                });
+            }
         }
-    }
+        rows
+    };
+    let plain_rows = to_rows(&plain);
+    let group_rows: Vec<Vec<SampleRow>> = groups
+        .iter()
+        .map(|(_, _, g)| to_rows(&g.series.iter().collect::<Vec<_>>()))
+        .collect();
+    let fences: Vec<store::Fence> = groups
+        .iter()
+        .zip(&group_rows)
+        .map(|((_, _, g), rows)| store::Fence {
+            cluster: &g.cluster,
+            replica: &g.replica,
+            min_ms: rows
+                .iter()
+                .map(|r| r.timestamp_ms)
+                .min()
+                .unwrap_or(i64::MAX),
+            max_ms: rows
+                .iter()
+                .map(|r| r.timestamp_ms)
+                .max()
+                .unwrap_or(i64::MIN),
+        })
+        .collect();
     ensure_partitions(client, shared, &days)?;
-    // In key order: index pages are touched in sequence, and two writers holding overlapping
-    // rows (a re-send racing its original) lock them in the same order, so cannot deadlock.
-    rows.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
-    let data = store::encode_copy(&rows);
-    let path = match store::insert_samples(client, &data) {
+    let build = |held: &[bool]| -> Vec<u8> {
+        let mut rows = plain_rows.clone();
+        for (rs, ok) in group_rows.iter().zip(held) {
+            if *ok {
+                rows.extend_from_slice(rs);
+            }
+        }
+        // In key order: index pages are touched in sequence, and two writers holding
+        // overlapping rows (a re-send racing its original) lock them in the same order, so
+        // cannot deadlock.
+        rows.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
+        store::encode_copy(&rows)
+    };
+    let (path, held) = match store::insert_samples(client, &fences, &build) {
         Err(e) if store::is_missing_partition(&e) => {
             // A partition we believed in is gone (dropped by retention or by hand): forget
             // what we knew and try once more.
@@ -293,14 +376,40 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<usiz
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             ensure_partitions(client, shared, &days)?;
-            store::insert_samples(client, &data)?
+            store::insert_samples(client, &fences, &build)?
         }
         other => other?,
     };
     if path == InsertPath::Deduplicated {
         shared.metrics.duplicate_fallbacks.add(1);
     }
-    Ok(rows.len())
+    let mut stored = plain_rows.len();
+    for (((j, g, _), rows), ok) in groups.iter().zip(&group_rows).zip(&held) {
+        if *ok {
+            stored += rows.len();
+        } else {
+            committed[*j].push(*g);
+        }
+    }
+    Ok((stored, committed))
+}
+
+/// Moves the elements at `indices` out of `items`.
+fn take_indices<T>(items: &mut Vec<T>, indices: &[usize]) -> Vec<T> {
+    if indices.is_empty() {
+        return Vec::new();
+    }
+    let mut taken = Vec::with_capacity(indices.len());
+    let mut kept = Vec::with_capacity(items.len());
+    for (i, item) in items.drain(..).enumerate() {
+        if indices.contains(&i) {
+            taken.push(item);
+        } else {
+            kept.push(item);
+        }
+    }
+    *items = kept;
+    taken
 }
 
 /// The metadata of all jobs, one entry per metric (the latest wins), as the upsert needs.
@@ -322,7 +431,7 @@ fn day_of(timestamp_ms: i64) -> i32 {
 fn resolve_ids(
     client: &mut Client,
     shared: &Shared,
-    series: &[&crate::decode::SeriesSamples],
+    series: &[&SeriesSamples],
 ) -> Result<Vec<i64>, StoreError> {
     let keys: Vec<SeriesKey> = series
         .iter()

@@ -9,6 +9,23 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_promgres");
 
+/// Runs the binary to completion, killing it (and failing) if it runs past 30 s: a flag
+/// error that went unnoticed would otherwise start a server and hang the suite.
+fn run(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promgres");
+    let exited = wait_for(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+        panic!("promgres {args:?} still running after 30 s");
+    }
+    child.wait_with_output().expect("output")
+}
+
 fn uri(db: &TestDb) -> String {
     let admin = admin_uri();
     let (base, _) = admin.rsplit_once('/').expect("admin uri has a database");
@@ -18,10 +35,7 @@ fn uri(db: &TestDb) -> String {
 #[test]
 fn migrate_subcommand_applies_schema_and_exits() {
     let db = TestDb::new("bin_migrate");
-    let out = Command::new(BIN)
-        .args(["migrate", "--db-uri", &uri(&db)])
-        .output()
-        .expect("run");
+    let out = run(&["migrate", "--db-uri", &uri(&db)]);
     assert!(
         out.status.success(),
         "{}",
@@ -36,10 +50,7 @@ fn migrate_subcommand_applies_schema_and_exits() {
         promgres::store::SCHEMA_VERSION as i64
     );
     // Idempotent.
-    let out = Command::new(BIN)
-        .args(["migrate", "--db-uri", &uri(&db)])
-        .output()
-        .expect("run");
+    let out = run(&["migrate", "--db-uri", &uri(&db)]);
     assert!(out.status.success());
 }
 
@@ -55,14 +66,17 @@ fn bad_flags_fail_with_a_clear_message() {
             vec!["--web-listen-address", "nowhere"],
             "--web-listen-address",
         ),
-        (vec!["--high-availability"], "not implemented"),
+        (
+            vec!["--high-availability", "--ha-replica-label", "cluster"],
+            "must differ",
+        ),
     ] {
-        let out = Command::new(BIN).args(&args).output().expect("run");
+        let out = run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    let out = Command::new(BIN).arg("--version").output().expect("run");
+    let out = run(&["--version"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("promgres "));
 }
 
@@ -73,31 +87,25 @@ fn password_comes_from_a_file() {
     let file = dir.0.join("pw");
     std::fs::write(&file, "secret\n").expect("write");
     // Trust auth ignores the password; this checks the file is read and a bad path is refused.
-    let out = Command::new(BIN)
-        .args([
-            "migrate",
-            "--db-uri",
-            &uri(&db),
-            "--db-password-file",
-            &file.to_string_lossy(),
-        ])
-        .output()
-        .expect("run");
+    let out = run(&[
+        "migrate",
+        "--db-uri",
+        &uri(&db),
+        "--db-password-file",
+        &file.to_string_lossy(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(BIN)
-        .args([
-            "migrate",
-            "--db-uri",
-            &uri(&db),
-            "--db-password-file",
-            "/nonexistent/pw",
-        ])
-        .output()
-        .expect("run");
+    let out = run(&[
+        "migrate",
+        "--db-uri",
+        &uri(&db),
+        "--db-password-file",
+        "/nonexistent/pw",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read --db-password-file"));
 }

@@ -1,3 +1,5 @@
+// promgres patch: newer rustc warns about two unused items of this release.
+#![allow(dead_code, unused_imports)]
 //! # Simple usage
 //!
 //! ## Creating the server

@@ -1,0 +1,164 @@
+//! The standby buffer: the most recent samples of every non-leader replica, kept in memory so
+//! that at a failover the new leader's samples from the hand-over time on can be stored and
+//! the data gap stays within one scrape interval.
+//!
+//! Bounded twice: by age (entries older than the window are no longer needed, because a
+//! failover is decided within failover timeout + one election tick) and by bytes
+//! (`--ha-standby-buffer-bytes`). Overflow evicts the oldest entries first and is reported, since
+//! it widens the gap of a failover that happens next.
+
+use crate::decode::SeriesSamples;
+use std::collections::VecDeque;
+
+/// One standby request's HA series, replica label already removed.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub cluster: String,
+    pub replica: String,
+    /// Arrival on the receiver's clock, milliseconds.
+    pub arrived_ms: i64,
+    pub series: Vec<SeriesSamples>,
+    bytes: usize,
+}
+
+/// What an eviction removed, for the metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Evicted {
+    /// (cluster, replica, samples)
+    pub by_age: Vec<(String, String, usize)>,
+    pub by_overflow: Vec<(String, String, usize)>,
+}
+
+pub struct StandbyBuffer {
+    max_bytes: usize,
+    bytes: usize,
+    entries: VecDeque<Entry>,
+}
+
+fn entry_bytes(series: &[SeriesSamples]) -> usize {
+    series
+        .iter()
+        .map(|s| {
+            let labels: usize = s
+                .labels
+                .labels()
+                .iter()
+                .map(|l| l.name.len() + l.value.len() + 48)
+                .sum();
+            labels + 48 + s.samples.len() * 16
+        })
+        .sum::<usize>()
+        + 96
+}
+
+fn samples(series: &[SeriesSamples]) -> usize {
+    series.iter().map(|s| s.samples.len()).sum()
+}
+
+impl StandbyBuffer {
+    pub fn new(max_bytes: usize) -> Self {
+        StandbyBuffer {
+            max_bytes,
+            bytes: 0,
+            entries: VecDeque::new(),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Adds a standby request's series; returns what had to be evicted to make room.
+    pub fn push(
+        &mut self,
+        cluster: &str,
+        replica: &str,
+        arrived_ms: i64,
+        series: Vec<SeriesSamples>,
+    ) -> Evicted {
+        let bytes = entry_bytes(&series);
+        let mut evicted = Evicted::default();
+        while self.bytes + bytes > self.max_bytes {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.bytes;
+            evicted
+                .by_overflow
+                .push((old.cluster, old.replica, samples(&old.series)));
+        }
+        if bytes > self.max_bytes {
+            // Larger than the whole buffer: it cannot be kept.
+            evicted
+                .by_overflow
+                .push((cluster.to_string(), replica.to_string(), samples(&series)));
+            return evicted;
+        }
+        self.bytes += bytes;
+        self.entries.push_back(Entry {
+            cluster: cluster.to_string(),
+            replica: replica.to_string(),
+            arrived_ms,
+            series,
+            bytes,
+        });
+        evicted
+    }
+
+    /// Drops entries that arrived before `oldest_ms`.
+    pub fn evict_older_than(&mut self, oldest_ms: i64) -> Evicted {
+        let mut evicted = Evicted::default();
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.arrived_ms < oldest_ms)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.bytes;
+                evicted
+                    .by_age
+                    .push((old.cluster, old.replica, samples(&old.series)));
+            }
+        }
+        evicted
+    }
+
+    /// Removes every entry of (cluster, replica) and returns their samples at or after
+    /// `from_ms` (the hand-over time), with the number of earlier samples discarded.
+    pub fn take(
+        &mut self,
+        cluster: &str,
+        replica: &str,
+        from_ms: i64,
+    ) -> (Vec<SeriesSamples>, usize) {
+        let mut kept = Vec::new();
+        let mut discarded = 0;
+        let mut remaining = VecDeque::with_capacity(self.entries.len());
+        for e in self.entries.drain(..) {
+            if e.cluster == cluster && e.replica == replica {
+                self.bytes -= e.bytes;
+                for mut s in e.series {
+                    let before = s.samples.len();
+                    s.samples.retain(|x| x.timestamp >= from_ms);
+                    discarded += before - s.samples.len();
+                    if !s.samples.is_empty() {
+                        kept.push(s);
+                    }
+                }
+            } else {
+                remaining.push_back(e);
+            }
+        }
+        self.entries = remaining;
+        (kept, discarded)
+    }
+
+    /// Samples held per (cluster, replica), for the state endpoint.
+    pub fn held(&self, cluster: &str, replica: &str) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.cluster == cluster && e.replica == replica)
+            .map(|e| samples(&e.series))
+            .sum()
+    }
+}

@@ -680,3 +680,7 @@ impl std::fmt::Display for HandOverError {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ha_tests.rs"]
+mod tests;

@@ -97,6 +97,13 @@ impl GaugeVec {
             let _ = writeln!(out, "{name}{} {v}", label_text(self.label_names, key));
         }
     }
+
+    /// The current value for these label values, if set.
+    pub fn render_value(&self, label_values: &[&str]) -> Option<f64> {
+        let key: Vec<String> = label_values.iter().map(|v| v.to_string()).collect();
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.get(&key).copied()
+    }
 }
 
 /// Latency buckets in seconds, from 1 ms to 30 s.
@@ -372,7 +379,55 @@ impl Metrics {
             "Transactions re-done through the ON CONFLICT path because they held re-sent samples.",
             self.duplicate_fallbacks.get().to_string(),
         );
+        self.render_ha(&mut out);
         out
+    }
+
+    fn render_ha(&self, out: &mut String) {
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            out,
+            "promgres_ha_cluster_leader_info",
+            "gauge",
+            "1 for the replica this instance believes leads the cluster, 0 for former leaders.",
+        );
+        self.ha_leader_info
+            .render(out, "promgres_ha_cluster_leader_info");
+        head(
+            out,
+            "promgres_ha_leader_changes_total",
+            "counter",
+            "Leader changes seen by this instance.",
+        );
+        self.ha_leader_changes
+            .render(out, "promgres_ha_leader_changes_total");
+        head(out, "promgres_ha_samples_accepted_total", "counter", "HA samples accepted for storage, by kind: leader, backfill (a past lease of the replica), failover_buffer (standby samples stored at a failover).");
+        self.ha_samples_accepted
+            .render(out, "promgres_ha_samples_accepted_total");
+        head(
+            out,
+            "promgres_ha_samples_dropped_total",
+            "counter",
+            "HA samples not stored, by reason: not_leader, outside_lease, buffer_overflow.",
+        );
+        self.ha_samples_dropped
+            .render(out, "promgres_ha_samples_dropped_total");
+        head(
+            out,
+            "promgres_ha_standby_buffer_bytes",
+            "gauge",
+            "Bytes held in the standby buffer.",
+        );
+        let _ = writeln!(
+            out,
+            "promgres_ha_standby_buffer_bytes {}",
+            self.ha_buffer_bytes.get()
+        );
+        head(out, "promgres_ha_last_failover_gap_seconds", "gauge", "Data-time gap between the old leader's last and the new leader's first stored sample at the last failover.");
+        self.ha_last_failover_gap
+            .render(out, "promgres_ha_last_failover_gap_seconds");
     }
 }
 

@@ -119,7 +119,7 @@ fn two_instances_one_copy_of_each_moment_and_failover_without_gap() {
         "{statuses:?}"
     );
     assert!(
-        statuses.get(&("b", 202)).is_some(),
+        statuses.contains_key(&("b", 202)),
         "the standby was answered 202"
     );
 

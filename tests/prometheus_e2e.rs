@@ -4,33 +4,12 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prometheus_binary() -> String {
-    for candidate in ["/usr/bin/prometheus", "/usr/local/bin/prometheus"] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate.to_string();
-        }
-    }
-    panic!("no prometheus binary: run scripts/ensure-prometheus.sh (make test does)");
-}
 
 #[test]
 fn prometheus_remote_write_lands_in_sql() {
-    let binary = prometheus_binary();
     let run = Running::start("prometheus");
-    let dir = TempDir::new("prometheus");
-    let port = free_port();
     let config = format!(
         r#"global:
   scrape_interval: 1s
@@ -39,7 +18,7 @@ fn prometheus_remote_write_lands_in_sql() {
 scrape_configs:
   - job_name: prometheus
     static_configs:
-      - targets: ['127.0.0.1:{port}']
+      - targets: ['127.0.0.1:{{port}}']
 remote_write:
   - url: http://{addr}/write
     queue_config:
@@ -51,23 +30,8 @@ remote_write:
 "#,
         addr = run.addr
     );
-    let config_path = dir.0.join("prometheus.yml");
-    std::fs::write(&config_path, config).expect("write config");
-    let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
-    let _prometheus = Prometheus(
-        Command::new(binary)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.0.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus"),
-    );
-
+    let prometheus = Prometheus::start("prometheus", &config);
+    let port = prometheus.port;
     let mut c = run.db.client();
     let found = wait_for(Duration::from_secs(60), || {
         let up = count(&mut c, "SELECT count(*) FROM prom_samples p JOIN prom_series s USING (series_id) WHERE s.metric = 'up' AND s.labels->>'job' = 'prometheus' AND p.value = 1");
@@ -75,7 +39,7 @@ remote_write:
         let metadata = count(&mut c, "SELECT count(*) FROM prom_metadata");
         (up >= 3 && series > 100 && metadata > 50).then_some((up, series, metadata))
     });
-    let log = std::fs::read_to_string(dir.0.join("prometheus.log")).unwrap_or_default();
+    let log = prometheus.log();
     let (up, series, metadata) =
         found.unwrap_or_else(|| panic!("Prometheus' data did not arrive in 60 s; its log:\n{log}"));
     eprintln!("stored: {up} samples of up, {series} series, {metadata} metadata rows");
@@ -99,7 +63,7 @@ remote_write:
         )
         .expect("build info series")
         .get(0);
-    let reported = Command::new(prometheus_binary())
+    let reported = Command::new("prometheus")
         .arg("--version")
         .output()
         .expect("version");

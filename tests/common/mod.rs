@@ -350,3 +350,55 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A Prometheus server (Debian's package) killed when dropped.
+pub struct Prometheus {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (YAML; `{port}` is replaced by its own port).
+    pub fn start(tag: &str, config: &str) -> Prometheus {
+        let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("no prometheus binary: run scripts/ensure-prometheus.sh (make test does)");
+        let dir = TempDir::new(tag);
+        let port = free_port();
+        let config_path = dir.0.join("prometheus.yml");
+        std::fs::write(&config_path, config.replace("{port}", &port.to_string()))
+            .expect("write config");
+        let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
+        let child = std::process::Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Prometheus { child, port, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, like a crashed host.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

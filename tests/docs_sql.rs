@@ -40,7 +40,16 @@ fn expand_grafana_macros(sql: &str) -> String {
 
 #[test]
 fn every_sql_example_runs_and_returns_rows() {
-    let run = Running::start("docs");
+    // With HA on, so the lease examples have rows; series without HA labels are unaffected.
+    let run = Running::start_with("docs", |c| {
+        c.ha = Some(promgres::ha::HaConfig {
+            cluster_label: "cluster".into(),
+            replica_label: "__replica__".into(),
+            failover_timeout_ms: 30_000,
+            interval_ms: 10_000,
+            buffer_bytes: 1 << 20,
+        })
+    });
     let t0 = now_ms() - 30 * 60_000;
     let mut timeseries = Vec::new();
     for host in 0..3 {
@@ -82,6 +91,15 @@ fn every_sql_example_runs_and_returns_rows() {
             ("handler", "/query"),
         ],
         &counter,
+    ));
+    // An HA pair's sample, so the lease examples have rows.
+    timeseries.push(series(
+        &[
+            ("__name__", "up"),
+            ("cluster", "prod"),
+            ("__replica__", "prod-0"),
+        ],
+        &[(t0, 1.0)],
     ));
     let mut req = write_request(timeseries);
     req.metadata = vec![

@@ -102,13 +102,19 @@ pub struct Args {
     #[argh(option, default = "256 * 1024 * 1024")]
     pub ha_standby_buffer_bytes: usize,
 
-    /// legacy leader election: advisory lock id shared by a group of promgres (not implemented yet)
+    /// deprecated legacy leader election: advisory lock id shared by the promgres of one group
+    /// (each paired with one Prometheus); only the lock holder stores data
     #[argh(option)]
     pub leader_election_pg_advisory_lock_id: Option<i64>,
 
-    /// legacy leader election: resign after the paired Prometheus is silent this long (not implemented yet)
+    /// deprecated legacy leader election: the lock holder resigns when its Prometheus has sent
+    /// nothing for this long (e.g. 30s; required with the lock id)
     #[argh(option)]
     pub leader_election_pg_advisory_lock_prometheus_timeout: Option<String>,
+
+    /// deprecated legacy leader election: how often the lock is checked (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub leader_election_interval: String,
 
     /// print the version and exit
     #[argh(switch)]
@@ -139,6 +145,8 @@ pub struct Config {
     pub log_level: String,
     /// Some with --high-availability.
     pub ha: Option<crate::ha::HaConfig>,
+    /// Some with --leader-election-pg-advisory-lock-id.
+    pub advisory: Option<crate::advisory::AdvisoryConfig>,
 }
 
 impl Config {
@@ -159,6 +167,7 @@ impl Config {
             async_acks: false,
             log_level: "info".into(),
             ha: None,
+            advisory: None,
         }
     }
 }
@@ -174,13 +183,6 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             ))
         }
     };
-    if args.leader_election_pg_advisory_lock_id.is_some()
-        || args
-            .leader_election_pg_advisory_lock_prometheus_timeout
-            .is_some()
-    {
-        return Err("advisory-lock leader election is not implemented yet in this version".into());
-    }
     let listen: SocketAddr = args
         .web_listen_address
         .parse()
@@ -235,12 +237,42 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     } else {
         None
     };
-    let needed = args.db_writers + 1 + usize::from(ha.is_some());
+    let advisory = match (
+        args.leader_election_pg_advisory_lock_id,
+        args.leader_election_pg_advisory_lock_prometheus_timeout.as_deref(),
+    ) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err("--leader-election-pg-advisory-lock-id needs --leader-election-pg-advisory-lock-prometheus-timeout (e.g. 30s)".into())
+        }
+        (None, Some(_)) => {
+            return Err("--leader-election-pg-advisory-lock-prometheus-timeout needs --leader-election-pg-advisory-lock-id".into())
+        }
+        (Some(lock_id), Some(timeout)) => {
+            if ha.is_some() {
+                return Err("--leader-election-pg-advisory-lock-id and --high-availability exclude each other: use one election".into());
+            }
+            let ms = |flag: &str, text: &str| -> Result<i64, String> {
+                let d = parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
+                if d.is_zero() {
+                    return Err(format!("{flag} must be positive"));
+                }
+                Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            };
+            Some(crate::advisory::AdvisoryConfig {
+                lock_id,
+                prometheus_timeout_ms: ms("--leader-election-pg-advisory-lock-prometheus-timeout", timeout)?,
+                interval_ms: ms("--leader-election-interval", &args.leader_election_interval)?,
+            })
+        }
+    };
+    let extra = usize::from(ha.is_some()) + usize::from(advisory.is_some());
+    let needed = args.db_writers + 1 + extra;
     if needed > args.db_connections_max {
         return Err(format!(
             "--db-writers {} needs {needed} connections (writers + 1 control{}), more than --db-connections-max {}",
             args.db_writers,
-            if ha.is_some() { " + 1 HA" } else { "" },
+            if ha.is_some() { " + 1 HA" } else if advisory.is_some() { " + 1 lock session" } else { "" },
             args.db_connections_max
         ));
     }
@@ -271,6 +303,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         async_acks: args.async_acks,
         log_level: args.log_level,
         ha,
+        advisory,
     })
 }
 
@@ -330,6 +363,23 @@ mod tests {
         assert_eq!(ha.replica_label, "__replica__");
         assert!(parse(&["--high-availability", "--db-writers", "5"]).is_err());
         assert!(parse(&["--high-availability", "--ha-replica-label", "cluster"]).is_err());
+        let lock = ["--leader-election-pg-advisory-lock-id", "7"];
+        let timeout = [
+            "--leader-election-pg-advisory-lock-prometheus-timeout",
+            "30s",
+        ];
+        assert!(parse(&lock).is_err_and(
+            |e| e.contains("needs --leader-election-pg-advisory-lock-prometheus-timeout")
+        ));
+        assert!(parse(&timeout).is_err());
+        let both = [&lock[..], &timeout[..]].concat();
+        let c = parse(&both).expect("valid");
+        assert_eq!(
+            c.advisory.map(|a| (a.lock_id, a.prometheus_timeout_ms)),
+            Some((7, 30_000))
+        );
+        let with_ha = [&both[..], &["--high-availability"][..]].concat();
+        assert!(parse(&with_ha).is_err_and(|e| e.contains("exclude each other")));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! them to HTTP status codes: 4xx only for the sender's fault (Prometheus drops those), 503
 //! with Retry-After for ours (Prometheus retries those). Never 429: Prometheus 2.42 drops it.
 
+use crate::advisory::{AdvisoryElection, LockFence};
 use crate::decode::{self, DecodeError, WriteBatch};
 use crate::ha::{Election, HaError, HandOverError};
 use crate::metrics::Metrics;
@@ -146,6 +147,8 @@ pub struct HttpState {
     ),
     /// The HA stage, with --high-availability.
     pub ha: Option<Arc<Election>>,
+    /// The legacy advisory-lock election, with --leader-election-pg-advisory-lock-id.
+    pub advisory: Option<Arc<AdvisoryElection>>,
 }
 
 impl HttpState {
@@ -318,21 +321,38 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
     drop(body);
     let samples = batch.sample_count();
     state.metrics.samples_received.add(samples as u64);
+    if let Some(advisory) = &state.advisory {
+        let Some(lock) = advisory.on_write() else {
+            // A follower: the lock holder stores its own Prometheus's copy of this data.
+            state
+                .metrics
+                .samples_rejected
+                .add(&["advisory_follower"], samples as u64);
+            return Ok(empty(202));
+        };
+        return match commit(state, batch, Vec::new(), Some(lock), samples) {
+            Err(ApiError::Database(e)) if e.is_lock_lost() => {
+                advisory.on_fence_failed(lock);
+                Err(ApiError::Database(e))
+            }
+            other => other.map(|_| empty(204)),
+        };
+    }
     let Some(ha) = &state.ha else {
-        commit(state, batch, Vec::new(), samples)?;
+        commit(state, batch, Vec::new(), None, samples)?;
         return Ok(empty(204));
     };
     let routed = ha.route(batch).map_err(ApiError::Ha)?;
     flush(state, routed.flushes);
     let mut not_stored = routed.not_stored;
-    let fenced_out = commit(state, routed.plain, routed.fenced, samples)?;
+    let fenced_out = commit(state, routed.plain, routed.fenced, None, samples)?;
     // The lease moved between routing and commit: route those series again with the lease
     // re-read, once; what is refused a second time is counted as not stored (202).
     for group in fenced_out {
         let rerouted = ha.reroute_fenced_out(group).map_err(ApiError::Ha)?;
         flush(state, rerouted.flushes);
         not_stored += rerouted.not_stored;
-        for lost in commit(state, rerouted.plain, rerouted.fenced, samples)? {
+        for lost in commit(state, rerouted.plain, rerouted.fenced, None, samples)? {
             not_stored += lost.series.iter().map(|s| s.samples.len()).sum::<usize>();
         }
     }
@@ -358,12 +378,13 @@ fn commit(
     state: &HttpState,
     batch: WriteBatch,
     fenced: Vec<FencedGroup>,
+    lock: Option<LockFence>,
     samples: usize,
 ) -> Result<Vec<FencedGroup>, ApiError> {
     if batch.series.is_empty() && batch.metadata.is_empty() && fenced.is_empty() {
         return Ok(Vec::new());
     }
-    let waiter = match state.queue.submit(batch, fenced, !state.async_acks) {
+    let waiter = match state.queue.submit(batch, fenced, lock, !state.async_acks) {
         Ok(w) => w,
         Err(SubmitError::Full) => {
             state

@@ -4,6 +4,7 @@
 //! -> `queue` -> `writer` (pool of PostgreSQL writers) -> `store` (all SQL). `server` wires the
 //! stages together; ARCHITECTURE.md has the map and the invariants.
 
+pub mod advisory;
 pub mod config;
 pub mod decode;
 pub mod ha;

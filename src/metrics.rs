@@ -203,6 +203,11 @@ pub struct Metrics {
     pub ha_samples_dropped: CounterVec,
     pub ha_buffer_bytes: Gauge,
     pub ha_last_failover_gap: GaugeVec,
+    pub advisory_leader: Gauge,
+    pub advisory_acquisitions: Counter,
+    pub advisory_losses: Counter,
+    pub advisory_resignations: Counter,
+    pub advisory_prometheus_silence_ms: Gauge,
 }
 
 impl Default for Metrics {
@@ -230,6 +235,11 @@ impl Default for Metrics {
             ha_samples_dropped: CounterVec::new(&["cluster", "replica", "reason"]),
             ha_buffer_bytes: Gauge::default(),
             ha_last_failover_gap: GaugeVec::new(&["cluster"]),
+            advisory_leader: Gauge::default(),
+            advisory_acquisitions: Counter::default(),
+            advisory_losses: Counter::default(),
+            advisory_resignations: Counter::default(),
+            advisory_prometheus_silence_ms: Gauge::default(),
         }
     }
 }
@@ -380,7 +390,37 @@ impl Metrics {
             self.duplicate_fallbacks.get().to_string(),
         );
         self.render_ha(&mut out);
+        self.render_advisory(&mut out);
         out
+    }
+
+    fn render_advisory(&self, out: &mut String) {
+        let mut scalar = |name: &str, kind: &str, help: &str, v: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        scalar(
+            "promgres_advisory_lock_leader",
+            "gauge",
+            "1 while this instance holds the advisory lock (legacy election) and stores data.",
+            self.advisory_leader.get().to_string(),
+        );
+        scalar(
+            "promgres_advisory_lock_acquisitions_total",
+            "counter",
+            "Times this instance took the advisory lock.",
+            self.advisory_acquisitions.get().to_string(),
+        );
+        scalar("promgres_advisory_lock_losses_total", "counter", "Times the lock was lost with its session (database restart, network cut, terminated backend).", self.advisory_losses.get().to_string());
+        scalar(
+            "promgres_advisory_lock_resignations_total",
+            "counter",
+            "Times this instance gave the lock up because its Prometheus went silent.",
+            self.advisory_resignations.get().to_string(),
+        );
+        scalar("promgres_advisory_lock_prometheus_silence_seconds", "gauge", "Seconds since the paired Prometheus last sent a write request, as of the last election tick.", (self.advisory_prometheus_silence_ms.get() as f64 / 1000.0).to_string());
     }
 
     fn render_ha(&self, out: &mut String) {

@@ -31,6 +31,8 @@ pub struct Job {
     /// Series stored unconditionally, and metadata.
     pub batch: WriteBatch,
     pub fenced: Vec<FencedGroup>,
+    /// Legacy advisory-lock mode: store only while this lock is held.
+    pub lock: Option<crate::advisory::LockFence>,
     pub reply: Option<Sender<Outcome>>,
 }
 
@@ -74,6 +76,7 @@ impl Queue {
         &self,
         batch: WriteBatch,
         fenced: Vec<FencedGroup>,
+        lock: Option<crate::advisory::LockFence>,
         wait_for_commit: bool,
     ) -> Result<Option<Receiver<Outcome>>, SubmitError> {
         let (reply, outcome) = if wait_for_commit {
@@ -85,6 +88,7 @@ impl Queue {
         let result = match self.tx.try_send(Job {
             batch,
             fenced,
+            lock,
             reply,
         }) {
             Ok(()) => Ok(outcome),
@@ -104,6 +108,7 @@ impl Queue {
         let job = Job {
             batch: WriteBatch::default(),
             fenced: groups,
+            lock: None,
             reply: None,
         };
         self.tx.send(job).map_err(|_| SubmitError::Closed)

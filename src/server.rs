@@ -2,6 +2,7 @@
 //! handler threads, and stops them in order (stop accepting, drain the queue, commit, exit).
 //! `main` and the integration tests both start promgres through [`Server::start`].
 
+use crate::advisory::{AdvisoryElection, PgLockSession};
 use crate::config::Config;
 use crate::ha::{Election, SystemClock};
 use crate::http::{self, HealthCheck, HttpState};
@@ -124,7 +125,7 @@ impl Server {
                 metrics.clone(),
             ))
         });
-        let election = match &ha {
+        let mut election = match &ha {
             Some(election) => {
                 let (election, queue, stopping) =
                     (election.clone(), queue.clone(), stopping.clone());
@@ -132,6 +133,29 @@ impl Server {
                     std::thread::Builder::new()
                         .name("promgres-election".into())
                         .spawn(move || election_loop(&election, &queue, &stopping))
+                        .map_err(|e| format!("cannot start the election thread: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        let advisory = config.advisory.map(|a| {
+            log::warn!(
+                "advisory-lock leader election is deprecated: use --high-availability with cluster/__replica__ external labels"
+            );
+            Arc::new(AdvisoryElection::new(
+                a,
+                Box::new(PgLockSession::new(&config.db)),
+                Arc::new(SystemClock),
+                metrics.clone(),
+            ))
+        });
+        let advisory_thread = match &advisory {
+            Some(election) => {
+                let (election, stopping) = (election.clone(), stopping.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("promgres-advisory".into())
+                        .spawn(move || advisory_loop(&election, &stopping))
                         .map_err(|e| format!("cannot start the election thread: {e}"))?,
                 )
             }
@@ -169,6 +193,7 @@ impl Server {
             body_deadline: config.http_read_timeout,
             decode_slots: http::decode_slots(),
             ha,
+            advisory,
             async_acks: config.async_acks,
             stopping: stopping.clone(),
         });
@@ -200,7 +225,7 @@ impl Server {
             queue: Some(queue),
             writers: Some(writers),
             maintenance: Some(maintenance),
-            election,
+            election: election.take().or(advisory_thread),
             metrics,
         })
     }
@@ -264,6 +289,20 @@ fn election_loop(election: &Election, queue: &Queue, stopping: &AtomicBool) {
             }
             Err(e) => log::warn!("HA election round failed: {e}"),
         }
+    }
+}
+
+/// The legacy election thread: one [`AdvisoryElection::tick`] per interval.
+fn advisory_loop(election: &AdvisoryElection, stopping: &AtomicBool) {
+    let interval =
+        Duration::from_millis(u64::try_from(election.config().interval_ms).unwrap_or(10_000));
+    let mut last: Option<Instant> = None;
+    while !stopping.load(Ordering::Relaxed) {
+        if last.is_none_or(|l| l.elapsed() >= interval) {
+            last = Some(Instant::now());
+            election.tick();
+        }
+        std::thread::sleep(Duration::from_millis(50).min(interval));
     }
 }
 

@@ -4,6 +4,7 @@
 //! Functions here take a `postgres::Client` and plain values; they hold no state, so the
 //! writer pool decides when to call them and how to cache what they return.
 
+use crate::advisory::LockFence;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use std::fmt;
@@ -42,6 +43,21 @@ impl StoreError {
 
     fn is(&self, state: &SqlState) -> bool {
         self.sqlstate.as_deref() == Some(state.code())
+    }
+
+    /// The advisory lock this instance stored under is no longer held by its session.
+    pub fn lock_lost(key: i64) -> Self {
+        StoreError {
+            connection_lost: false,
+            sqlstate: Some(LOCK_LOST.to_string()),
+            message: format!(
+                "advisory lock {key} is no longer held by this instance's lock session"
+            ),
+        }
+    }
+
+    pub fn is_lock_lost(&self) -> bool {
+        self.sqlstate.as_deref() == Some(LOCK_LOST)
     }
 
     /// PostgreSQL refused the data itself (class 22 data exception, class 54 limit exceeded):
@@ -90,6 +106,10 @@ impl From<std::io::Error> for StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A SQLSTATE-like code of promgres's own for a lost advisory lock (class PL is unused by
+/// PostgreSQL).
+const LOCK_LOST: &str = "PL001";
 
 pub fn connect(config: &postgres::Config) -> Result<Client> {
     Ok(config.connect(NoTls)?)
@@ -313,13 +333,14 @@ pub struct Fence<'a> {
 /// commit, so a hand-over (which locks them FOR UPDATE) happens wholly before or after.
 pub fn insert_samples(
     client: &mut Client,
+    locks: &[LockFence],
     fences: &[Fence],
     build: &dyn Fn(&[bool]) -> Vec<u8>,
 ) -> Result<(InsertPath, Vec<bool>)> {
-    match insert_attempt(client, fences, build, false) {
+    match insert_attempt(client, locks, fences, build, false) {
         Ok(held) => Ok((InsertPath::Copy, held)),
         Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
-            let held = insert_attempt(client, fences, build, true)?;
+            let held = insert_attempt(client, locks, fences, build, true)?;
             Ok((InsertPath::Deduplicated, held))
         }
         Err(e) => Err(e),
@@ -328,11 +349,15 @@ pub fn insert_samples(
 
 fn insert_attempt(
     client: &mut Client,
+    locks: &[LockFence],
     fences: &[Fence],
     build: &dyn Fn(&[bool]) -> Vec<u8>,
     deduplicate: bool,
 ) -> Result<Vec<bool>> {
     let mut tx = client.transaction()?;
+    for lock in locks {
+        check_lock(&mut tx, *lock)?;
+    }
     let (held, terms) = check_fences(&mut tx, fences)?;
     let data = build(&held);
     if deduplicate {
@@ -367,6 +392,58 @@ fn copy_in(tx: &mut postgres::Transaction, copy: &str, data: &[u8]) -> Result<()
     let mut writer = tx.copy_in(copy)?;
     writer.write_all(data)?;
     writer.finish()?;
+    Ok(())
+}
+
+/// The advisory-lock fence (legacy election): the lock session `lock.pid` must still hold
+/// advisory lock `lock.key`. The transaction first takes the key's companion lock (the
+/// two-int4 form of the same number, a separate lock) shared, until commit; a new leader takes
+/// the companion exclusively right after winning the key, so it waits for every transaction
+/// of the old leader that passed this check before its lock was lost.
+fn check_lock(tx: &mut postgres::Transaction, lock: LockFence) -> Result<()> {
+    let (hi, lo) = lock_halves(lock.key);
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", &[&hi, &lo])?;
+    let held: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks
+                             WHERE locktype = 'advisory' AND pid = $1 AND granted AND objsubid = 1
+                               AND classid::int8 = ($2::int8 >> 32) & 4294967295
+                               AND objid::int8 = $2::int8 & 4294967295)",
+            &[&lock.pid, &lock.key],
+        )?
+        .try_get(0)?;
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::lock_lost(lock.key))
+    }
+}
+
+/// The two int4 halves of an advisory-lock key (for the companion lock).
+fn lock_halves(key: i64) -> (i32, i32) {
+    ((key >> 32) as i32, key as i32)
+}
+
+/// Tries the advisory lock on this session; on success waits, through the companion lock, for
+/// in-flight transactions of a previous holder, then returns this session's backend pid.
+pub fn try_advisory_lock(client: &mut Client, key: i64) -> Result<Option<i32>> {
+    let won: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+        .try_get(0)?;
+    if !won {
+        return Ok(None);
+    }
+    let (hi, lo) = lock_halves(key);
+    client.execute("SELECT pg_advisory_lock($1, $2)", &[&hi, &lo])?;
+    client.execute("SELECT pg_advisory_unlock($1, $2)", &[&hi, &lo])?;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])?
+        .try_get(0)?;
+    Ok(Some(pid))
+}
+
+pub fn advisory_unlock(client: &mut Client, key: i64) -> Result<()> {
+    client.execute("SELECT pg_advisory_unlock($1)", &[&key])?;
     Ok(())
 }
 

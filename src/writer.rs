@@ -210,6 +210,15 @@ impl Writer {
                         .add(&["ha_fenced_out"], lost as u64);
                 }
             }
+            (None, Err(e)) if e.is_lock_lost() => {
+                // Acknowledged before commit (--async-acks) by a leader that lost its lock:
+                // it is a follower now, and a follower's data is not stored.
+                let samples = job.sample_count() as u64;
+                self.shared
+                    .metrics
+                    .samples_rejected
+                    .add(&["advisory_lock_lost"], samples);
+            }
             (None, Err(e)) if e.is_data_error() => {
                 let samples = job.sample_count() as u64;
                 self.shared
@@ -353,6 +362,10 @@ fn write_jobs(
         })
         .collect();
     ensure_partitions(client, shared, &days)?;
+    // In advisory-lock mode each job carries the lock it was accepted under; all must hold.
+    let mut locks: Vec<_> = jobs.iter().filter_map(|j| j.lock).collect();
+    locks.sort_unstable_by_key(|l| (l.pid, l.key));
+    locks.dedup();
     let build = |held: &[bool]| -> Vec<u8> {
         let mut rows = plain_rows.clone();
         for (rs, ok) in group_rows.iter().zip(held) {
@@ -366,7 +379,7 @@ fn write_jobs(
         rows.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
         store::encode_copy(&rows)
     };
-    let (path, held) = match store::insert_samples(client, &fences, &build) {
+    let (path, held) = match store::insert_samples(client, &locks, &fences, &build) {
         Err(e) if store::is_missing_partition(&e) => {
             // A partition we believed in is gone (dropped by retention or by hand): forget
             // what we knew and try once more.
@@ -376,7 +389,7 @@ fn write_jobs(
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             ensure_partitions(client, shared, &days)?;
-            store::insert_samples(client, &fences, &build)?
+            store::insert_samples(client, &locks, &fences, &build)?
         }
         other => other?,
     };

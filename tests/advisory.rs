@@ -1,0 +1,361 @@
+//! The legacy advisory-lock election with real promgres processes on real PostgreSQL: each
+//! promgres is fed by its own sender (standing in for its paired Prometheus), both senders
+//! scrape the same series at their own offsets, so every stored sample says who sent it.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_promgres");
+const GRID_MS: i64 = 250;
+const TARGETS: usize = 5;
+
+struct Promgres {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Promgres {
+    fn start(db: &TestDb, lock_id: i64) -> Promgres {
+        let port = free_port();
+        let admin = admin_uri();
+        let (base, _) = admin.rsplit_once('/').expect("admin uri");
+        let child = Command::new(BIN)
+            .args(["--db-uri", &format!("{base}/{}", db.name)])
+            .args(["--web-listen-address", &format!("127.0.0.1:{port}")])
+            .args([
+                "--leader-election-pg-advisory-lock-id",
+                &lock_id.to_string(),
+            ])
+            .args([
+                "--leader-election-pg-advisory-lock-prometheus-timeout",
+                "2s",
+            ])
+            .args(["--leader-election-interval", "1s"])
+            .args([
+                "--db-writers",
+                "1",
+                "--db-connections-max",
+                "3",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start promgres");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let up = wait_for(Duration::from_secs(20), || {
+            request(addr, "GET", "/healthz", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        assert!(up.is_some(), "promgres on {addr} came up");
+        Promgres { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Promgres {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A sender standing in for one Prometheus: every 250 ms a scrape of the targets, stamped on
+/// the grid plus `offset` ms, posted to its promgres. Records each answer.
+struct Sender {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<(i64, u16)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sender {
+    fn start(addr: SocketAddr, metric: &'static str, offset: i64) -> Sender {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            // Bounded: at most 240 scrapes (a minute).
+            for _ in 0..240 {
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                let ts = now_ms() / GRID_MS * GRID_MS + offset;
+                let req = write_request(
+                    (0..TARGETS)
+                        .map(|i| {
+                            series(
+                                &[("__name__", metric), ("target", &format!("t{i}"))],
+                                &[(ts, i as f64)],
+                            )
+                        })
+                        .collect(),
+                );
+                let status = request(addr, "POST", "/write", WRITE_HEADERS, &encode(&req))
+                    .map_or(0, |r| r.status);
+                a.lock().expect("answers").push((ts, status));
+                let next = (ts - offset) + GRID_MS;
+                std::thread::sleep(Duration::from_millis(
+                    u64::try_from(next - now_ms()).unwrap_or(0),
+                ));
+            }
+        });
+        Sender {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) -> Vec<(i64, u16)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.answers.lock().expect("answers").clone()
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Stored sample times of `metric` -> number of targets stored at that time.
+fn stored(c: &mut postgres::Client, metric: &str) -> BTreeMap<i64, i64> {
+    c.query(
+        "SELECT (extract(epoch FROM p.time) * 1000)::bigint, count(*)
+           FROM prom_samples p JOIN prom_series s USING (series_id)
+          WHERE s.metric = $1 GROUP BY 1 ORDER BY 1",
+        &[&metric],
+    )
+    .expect("stored")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn sender_of(ts: i64) -> i64 {
+    ts.rem_euclid(GRID_MS)
+}
+
+/// The senders (offsets) in time order, one entry per run of the same sender.
+fn eras(stored: &BTreeMap<i64, i64>) -> Vec<i64> {
+    let mut eras: Vec<i64> = Vec::new();
+    for ts in stored.keys() {
+        if eras.last() != Some(&sender_of(*ts)) {
+            eras.push(sender_of(*ts));
+        }
+    }
+    eras
+}
+
+fn assert_acknowledged_stored(answers: &[(i64, u16)], stored: &BTreeMap<i64, i64>) {
+    for (ts, status) in answers {
+        if *status == 204 {
+            assert_eq!(
+                stored.get(ts),
+                Some(&(TARGETS as i64)),
+                "acknowledged scrape at {ts} must be stored whole"
+            );
+        }
+    }
+}
+
+#[test]
+fn exactly_one_stores_and_the_other_takes_over_when_the_leaders_prometheus_stops() {
+    let db = TestDb::new("lock_takeover");
+    let p = [Promgres::start(&db, 101), Promgres::start(&db, 101)];
+    let mut senders = [
+        Sender::start(p[0].addr, "lk", 0),
+        Sender::start(p[1].addr, "lk", 100),
+    ];
+    std::thread::sleep(Duration::from_secs(4));
+    let mut c = db.client();
+    let before = stored(&mut c, "lk");
+    assert_eq!(
+        eras(&before).len(),
+        1,
+        "one instance stores: {:?}",
+        eras(&before)
+    );
+    let leader = usize::from(eras(&before)[0] == 100);
+    let other = 1 - leader;
+    let leader_answers = senders[leader].stop();
+    let stopped = Instant::now();
+    let took_over = wait_for(Duration::from_secs(10), || {
+        let s = stored(&mut c, "lk");
+        (eras(&s).len() == 2).then_some(())
+    });
+    assert!(
+        took_over.is_some(),
+        "the other instance takes over within timeout + a tick"
+    );
+    eprintln!(
+        "take-over {:?} after the leader's Prometheus stopped (timeout 2 s, tick 1 s)",
+        stopped.elapsed()
+    );
+    assert!(stopped.elapsed() <= Duration::from_secs(2 + 1 + 2));
+    std::thread::sleep(Duration::from_secs(1));
+    let other_answers = senders[other].stop();
+    let all = stored(&mut c, "lk");
+    assert_eq!(eras(&all).len(), 2, "{:?}", eras(&all));
+    assert_acknowledged_stored(&leader_answers, &all);
+    assert_acknowledged_stored(&other_answers, &all);
+    assert!(
+        other_answers.iter().any(|(_, s)| *s == 202),
+        "the follower answered 202 while it did not store"
+    );
+    let metrics = get(p[other].addr, "/metrics").body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "promgres_advisory_lock_leader 1"),
+        "{metrics}"
+    );
+    assert!(
+        get(p[leader].addr, "/healthz").status == 200,
+        "a follower stays healthy"
+    );
+}
+
+#[test]
+fn kill_9_of_the_leader_hands_the_lock_over_and_loses_nothing_acknowledged() {
+    let db = TestDb::new("lock_kill");
+    let mut p = [Promgres::start(&db, 202), Promgres::start(&db, 202)];
+    let mut senders = [
+        Sender::start(p[0].addr, "lk", 0),
+        Sender::start(p[1].addr, "lk", 100),
+    ];
+    std::thread::sleep(Duration::from_secs(3));
+    let mut c = db.client();
+    let leader = usize::from(eras(&stored(&mut c, "lk"))[0] == 100);
+    p[leader].kill();
+    let killed = Instant::now();
+    let took_over = wait_for(Duration::from_secs(10), || {
+        (eras(&stored(&mut c, "lk")).len() == 2).then_some(())
+    });
+    assert!(
+        took_over.is_some(),
+        "PostgreSQL released the lock and the other instance took it"
+    );
+    eprintln!(
+        "take-over {:?} after kill -9 of the leading promgres",
+        killed.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let dead_answers = senders[leader].stop();
+    let live_answers = senders[1 - leader].stop();
+    let all = stored(&mut c, "lk");
+    assert_eq!(eras(&all).len(), 2);
+    assert_acknowledged_stored(&dead_answers, &all);
+    assert_acknowledged_stored(&live_answers, &all);
+}
+
+#[test]
+fn a_terminated_lock_session_stops_writing_and_no_moment_is_stored_twice() {
+    let db = TestDb::new("lock_terminate");
+    let p = [Promgres::start(&db, 303), Promgres::start(&db, 303)];
+    let mut senders = [
+        Sender::start(p[0].addr, "lk", 0),
+        Sender::start(p[1].addr, "lk", 100),
+    ];
+    std::thread::sleep(Duration::from_secs(3));
+    let mut c = db.client();
+    let terminated: i64 = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE application_name = 'promgres-advisory-lock' AND datname = current_database()
+                AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 303 AND granted)",
+            &[],
+        )
+        .expect("terminate")
+        .get(0);
+    assert_eq!(terminated, 1, "the leader's lock session");
+    std::thread::sleep(Duration::from_secs(4));
+    let answers: Vec<Vec<(i64, u16)>> = senders.iter_mut().map(Sender::stop).collect();
+    let all = stored(&mut c, "lk");
+    // Whoever holds the lock after the termination, the senders' samples never interleave:
+    // at most one switch, and no time stored from both.
+    let e = eras(&all);
+    assert!(e.len() <= 2, "eras {e:?}");
+    for a in &answers {
+        assert_acknowledged_stored(a, &all);
+    }
+    let statuses: BTreeMap<u16, usize> =
+        answers
+            .iter()
+            .flatten()
+            .fold(BTreeMap::new(), |mut m, (_, s)| {
+                *m.entry(*s).or_default() += 1;
+                m
+            });
+    assert!(
+        statuses.keys().all(|s| [202, 204, 503].contains(s)),
+        "{statuses:?}"
+    );
+    // The leader noticed it had lost the lock (fence or tick), rather than writing on.
+    let losses: u64 = p
+        .iter()
+        .map(|x| {
+            get(x.addr, "/metrics")
+                .body
+                .lines()
+                .find_map(|l| l.strip_prefix("promgres_advisory_lock_losses_total "))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(losses >= 1, "the lock loss was detected");
+    // Storing continued after the termination.
+    let last = *all.keys().last().expect("samples");
+    assert!(last > now_ms() - 2_000, "still storing at the end");
+}
+
+#[test]
+fn two_groups_with_different_lock_ids_do_not_interfere() {
+    let db = TestDb::new("lock_groups");
+    let g1 = [Promgres::start(&db, 404), Promgres::start(&db, 404)];
+    let g2 = [Promgres::start(&db, 505), Promgres::start(&db, 505)];
+    let _senders = [
+        Sender::start(g1[0].addr, "g_one", 0),
+        Sender::start(g1[1].addr, "g_one", 100),
+        Sender::start(g2[0].addr, "g_two", 0),
+        Sender::start(g2[1].addr, "g_two", 100),
+    ];
+    std::thread::sleep(Duration::from_secs(4));
+    let mut c = db.client();
+    for metric in ["g_one", "g_two"] {
+        let s = stored(&mut c, metric);
+        assert!(s.len() >= 8, "{metric}: stored {} scrapes", s.len());
+        assert_eq!(
+            eras(&s).len(),
+            1,
+            "{metric}: exactly one instance of its group stores"
+        );
+    }
+    let leaders: i64 = [&g1[0], &g1[1], &g2[0], &g2[1]]
+        .iter()
+        .map(|p| {
+            i64::from(
+                get(p.addr, "/metrics")
+                    .body
+                    .lines()
+                    .any(|l| l == "promgres_advisory_lock_leader 1"),
+            )
+        })
+        .sum();
+    assert_eq!(leaders, 2, "one leader per group");
+}

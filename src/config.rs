@@ -28,8 +28,8 @@ pub struct Args {
     pub db_password_file: Option<String>,
 
     /// maximum PostgreSQL connections this instance opens: writers + 1 control (+ 1 for HA
-    /// leases) (default 6)
-    #[argh(option, default = "6")]
+    /// leases or the advisory lock); the rest serve remote reads (at least 1) (default 8)
+    #[argh(option, default = "8")]
     pub db_connections_max: usize,
 
     /// writer threads, each with its own connection (default 4)
@@ -61,6 +61,15 @@ pub struct Args {
     /// disconnected (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub http_read_timeout: String,
+
+    /// remote read: most samples one read may return (default 50000000)
+    #[argh(option, default = "50_000_000")]
+    pub read_sample_limit: usize,
+
+    /// remote read: most reads served at once, also bounded by the read connections left
+    /// by --db-connections-max; others wait up to 30 s, then get 503 (default 10)
+    #[argh(option, default = "10")]
+    pub read_concurrent_limit: usize,
 
     /// HTTP handler threads; each serves one request at a time (default 128)
     #[argh(option, default = "128")]
@@ -145,6 +154,9 @@ pub struct Config {
     pub log_level: String,
     /// Some with --high-availability.
     pub ha: Option<crate::ha::HaConfig>,
+    pub read_sample_limit: usize,
+    /// Connections (and so concurrent reads) for remote read.
+    pub read_connections: usize,
     /// Some with --leader-election-pg-advisory-lock-id.
     pub advisory: Option<crate::advisory::AdvisoryConfig>,
 }
@@ -167,6 +179,8 @@ impl Config {
             async_acks: false,
             log_level: "info".into(),
             ha: None,
+            read_sample_limit: 50_000_000,
+            read_connections: 2,
             advisory: None,
         }
     }
@@ -267,10 +281,11 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         }
     };
     let extra = usize::from(ha.is_some()) + usize::from(advisory.is_some());
-    let needed = args.db_writers + 1 + extra;
+    // At least one connection must be left for remote read.
+    let needed = args.db_writers + 1 + extra + 1;
     if needed > args.db_connections_max {
         return Err(format!(
-            "--db-writers {} needs {needed} connections (writers + 1 control{}), more than --db-connections-max {}",
+            "--db-writers {} needs {needed} connections (writers + 1 control{} + 1 read), more than --db-connections-max {}",
             args.db_writers,
             if ha.is_some() { " + 1 HA" } else if advisory.is_some() { " + 1 lock session" } else { "" },
             args.db_connections_max
@@ -303,6 +318,9 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         async_acks: args.async_acks,
         log_level: args.log_level,
         ha,
+        read_sample_limit: args.read_sample_limit.max(1),
+        read_connections: (args.db_connections_max - args.db_writers - 1 - extra)
+            .min(args.read_concurrent_limit.max(1)),
         advisory,
     })
 }
@@ -355,13 +373,14 @@ mod tests {
         assert_eq!(c.command, Command::Run);
         assert_eq!(c.listen.to_string(), "127.0.0.1:9201");
         assert_eq!(c.max_request_bytes, 32 << 20);
-        assert!(parse(&["--db-writers", "8", "--db-connections-max", "8"]).is_err());
+        assert!(parse(&["--db-writers", "7", "--db-connections-max", "8"]).is_err());
+        assert_eq!(c.read_connections, 3);
         assert!(parse(&["migrate"]).is_ok_and(|c| c.command == Command::Migrate));
         let ha = parse(&["--high-availability"]).expect("HA defaults are valid");
         let ha = ha.ha.expect("HA on");
         assert_eq!((ha.failover_timeout_ms, ha.interval_ms), (30_000, 10_000));
         assert_eq!(ha.replica_label, "__replica__");
-        assert!(parse(&["--high-availability", "--db-writers", "5"]).is_err());
+        assert!(parse(&["--high-availability", "--db-writers", "6"]).is_err());
         assert!(parse(&["--high-availability", "--ha-replica-label", "cluster"]).is_err());
         let lock = ["--leader-election-pg-advisory-lock-id", "7"];
         let timeout = [

@@ -11,6 +11,7 @@ use crate::decode::{self, DecodeError, WriteBatch};
 use crate::ha::{Election, HaError, HandOverError};
 use crate::metrics::Metrics;
 use crate::queue::{FencedGroup, Queue, SubmitError};
+use crate::read::{ReadError, ReadPool};
 use crate::store::StoreError;
 use crossbeam_channel::RecvTimeoutError;
 use std::io::Read;
@@ -41,6 +42,7 @@ pub enum ApiError {
     CommitTimeout(Duration),
     Unhealthy(String),
     Ha(HaError),
+    Read(ReadError),
     HaDisabled,
     HandOver(HandOverError),
     MissingParameter(&'static str),
@@ -59,6 +61,12 @@ impl ApiError {
             // should catch such input first; this is the safety net.
             ApiError::Database(e) if e.is_data_error() => 400,
             ApiError::UnsupportedMediaType(_) => 415,
+            ApiError::Read(ReadError::Decode(DecodeError::TooLarge { .. })) => 413,
+            ApiError::Read(
+                ReadError::Decode(_) | ReadError::BadMatcher(_) | ReadError::SampleLimit(_),
+            ) => 400,
+            ApiError::Read(ReadError::Store(e)) if e.is_data_error() => 400,
+            ApiError::Read(ReadError::Store(_) | ReadError::Busy(_)) => 503,
             ApiError::Ha(HaError::MissingLabel { .. }) | ApiError::MissingParameter(_) => 400,
             ApiError::Ha(HaError::Store(_)) | ApiError::HandOver(HandOverError::Store(_)) => 503,
             ApiError::HandOver(HandOverError::UnknownCluster) => 404,
@@ -87,6 +95,7 @@ impl ApiError {
             ApiError::CommitTimeout(_) => "commit_timeout",
             ApiError::Unhealthy(_) => "unhealthy",
             ApiError::Ha(HaError::MissingLabel { .. }) => "ha_missing_label",
+            ApiError::Read(_) => "read_error",
             ApiError::Ha(HaError::Store(_)) => "ha_lease_unavailable",
             ApiError::HaDisabled | ApiError::HandOver(_) | ApiError::MissingParameter(_) => {
                 "bad_route"
@@ -116,6 +125,7 @@ impl std::fmt::Display for ApiError {
             ),
             ApiError::Unhealthy(e) => write!(f, "unhealthy: {e}"),
             ApiError::Ha(e) => write!(f, "{e}"),
+            ApiError::Read(e) => write!(f, "{e}"),
             ApiError::HaDisabled => write!(f, "high availability is off (--high-availability)"),
             ApiError::HandOver(e) => write!(f, "{e}"),
             ApiError::MissingParameter(p) => write!(f, "missing query parameter {p:?}"),
@@ -149,6 +159,8 @@ pub struct HttpState {
     pub ha: Option<Arc<Election>>,
     /// The legacy advisory-lock election, with --leader-election-pg-advisory-lock-id.
     pub advisory: Option<Arc<AdvisoryElection>>,
+    pub reads: Arc<ReadPool>,
+    pub read_sample_limit: usize,
 }
 
 impl HttpState {
@@ -197,14 +209,16 @@ pub fn serve(server: &tiny_http::Server, state: &HttpState) {
 fn handle(mut request: Request, state: &HttpState) {
     let started = Instant::now();
     let path = request.url().split('?').next().unwrap_or("").to_string();
+    let boxed = |r: Reply| r.map(Response::boxed);
     let (metric_path, result) = match path.as_str() {
-        "/write" | "/api/v1/write" => ("/write", write(&mut request, state)),
-        "/healthz" => ("/healthz", healthz(&request, state)),
-        "/metrics" => ("/metrics", metrics(&request, state)),
-        "/api/v1/ha/clusters" => ("/api/v1/ha/clusters", ha_state(&request, state)),
+        "/write" | "/api/v1/write" => ("/write", boxed(write(&mut request, state))),
+        "/read" | "/api/v1/read" => ("/read", read(&mut request, state)),
+        "/healthz" => ("/healthz", boxed(healthz(&request, state))),
+        "/metrics" => ("/metrics", boxed(metrics(&request, state))),
+        "/api/v1/ha/clusters" => ("/api/v1/ha/clusters", boxed(ha_state(&request, state))),
         p if p.starts_with("/api/v1/ha/clusters/") && p.ends_with("/leader") => (
             "/api/v1/ha/clusters/:cluster/leader",
-            ha_hand_over(&mut request, state),
+            boxed(ha_hand_over(&mut request, state)),
         ),
         _ => ("other", Err(ApiError::NotFound)),
     };
@@ -223,7 +237,7 @@ fn handle(mut request: Request, state: &HttpState) {
             if status == 503 {
                 r = r.with_header(header("Retry-After", &RETRY_AFTER_SECS.to_string()));
             }
-            r
+            r.boxed()
         }
     };
     let code = response.status_code().0;
@@ -520,6 +534,40 @@ fn read_body(request: &mut Request, limit: usize, deadline: Duration) -> Result<
         });
     }
     Ok(body)
+}
+
+/// How long a read waits for a free read connection before 503.
+const READ_WAIT: Duration = Duration::from_secs(30);
+
+/// `POST /read`: Prometheus remote read.
+fn read(request: &mut Request, state: &HttpState) -> Result<tiny_http::ResponseBox, ApiError> {
+    if *request.method() != Method::Post {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let limit = snap::raw::max_compress_len(state.limits.max_decoded_bytes).max(64);
+    let body = read_body(request, limit, state.body_deadline)?;
+    let read_request = crate::read::decode_request(&body, state.limits.max_decoded_bytes)
+        .map_err(ApiError::Read)?;
+    let replica_label = state.ha.as_ref().map(|h| h.config().replica_label.as_str());
+    let plans = crate::read::plan(&read_request, replica_label).map_err(ApiError::Read)?;
+    let mut pooled = state.reads.get(READ_WAIT).map_err(ApiError::Read)?;
+    if crate::read::wants_stream(&read_request) {
+        let stream = crate::read::ChunkStream::new(pooled, plans, state.read_sample_limit);
+        let headers = vec![header(
+            "Content-Type",
+            "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+        )];
+        return Ok(Response::new(tiny_http::StatusCode(200), headers, stream, None, None).boxed());
+    }
+    let client = pooled
+        .client()
+        .map_err(|e| ApiError::Read(ReadError::Store(e)))?;
+    let body = crate::read::samples_response(client, &plans, state.read_sample_limit)
+        .map_err(ApiError::Read)?;
+    Ok(Response::from_data(body)
+        .with_header(header("Content-Type", "application/x-protobuf"))
+        .with_header(header("Content-Encoding", "snappy"))
+        .boxed())
 }
 
 fn healthz(request: &Request, state: &HttpState) -> Reply {

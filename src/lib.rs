@@ -13,12 +13,14 @@ pub mod loadgen;
 pub mod metrics;
 pub mod proto;
 pub mod queue;
+pub mod read;
 pub mod series_cache;
 pub mod server;
 pub mod standby;
 pub mod store;
 pub mod sys;
 pub mod writer;
+pub mod xor;
 
 /// The version and the git commit it was built from.
 pub fn version() -> String {

@@ -64,3 +64,82 @@ pub fn metric_type_name(value: i32) -> &'static str {
         _ => "unknown",
     }
 }
+
+// Remote read (prompb/remote.proto).
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub queries: Vec<Query>,
+    /// `ResponseType` values in the client's order of preference: 0 SAMPLES,
+    /// 1 STREAMED_XOR_CHUNKS. Empty means SAMPLES.
+    #[prost(int32, repeated, tag = "2")]
+    pub accepted_response_types: Vec<i32>,
+}
+
+pub const RESPONSE_SAMPLES: i32 = 0;
+pub const RESPONSE_STREAMED_XOR_CHUNKS: i32 = 1;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Query {
+    #[prost(int64, tag = "1")]
+    pub start_timestamp_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub end_timestamp_ms: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub matchers: Vec<LabelMatcher>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LabelMatcher {
+    /// 0 EQ, 1 NEQ, 2 RE, 3 NRE.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub results: Vec<QueryResult>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryResult {
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedReadResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub chunked_series: Vec<ChunkedSeries>,
+    #[prost(int64, tag = "2")]
+    pub query_index: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub chunks: Vec<Chunk>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Chunk {
+    #[prost(int64, tag = "1")]
+    pub min_time_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub max_time_ms: i64,
+    /// 1 = XOR.
+    #[prost(int32, tag = "3")]
+    pub r#type: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: Vec<u8>,
+}
+
+pub const CHUNK_XOR: i32 = 1;

@@ -194,6 +194,8 @@ impl Server {
             decode_slots: http::decode_slots(),
             ha,
             advisory,
+            reads: crate::read::ReadPool::new(&config.db, config.read_connections),
+            read_sample_limit: config.read_sample_limit,
             async_acks: config.async_acks,
             stopping: stopping.clone(),
         });

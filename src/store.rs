@@ -637,6 +637,116 @@ impl crate::ha::LeaseStore for PgLeaseStore {
     }
 }
 
+/// A label matcher of a remote-read query, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    Equal(String, String),
+    NotEqual(String, String),
+    /// The pattern as the client sent it; anchored here.
+    Regex(String, String),
+    NotRegex(String, String),
+}
+
+/// A series selected by a read: its id and its labels sorted by name.
+pub type SelectedSeries = (i64, Vec<(String, String)>);
+
+/// The series whose labels satisfy every matcher, with Prometheus semantics: a regex must
+/// match the whole value, and a matcher that matches the empty string also matches a series
+/// without the label. Matcher names and values are bound as parameters, never spliced into
+/// the SQL text. Invalid regexes come back as class-22 errors (the client's fault).
+pub fn select_series(client: &mut Client, matchers: &[Matcher]) -> Result<Vec<SelectedSeries>> {
+    let mut conditions = Vec::with_capacity(matchers.len());
+    let mut params: Vec<String> = Vec::new();
+    let mut bind = |v: &str| {
+        params.push(v.to_string());
+        format!("${}::text", params.len())
+    };
+    for m in matchers {
+        let condition = match m {
+            Matcher::Equal(n, v) if n == "__name__" => format!("s.metric = {}", bind(v)),
+            Matcher::Equal(n, v) if v.is_empty() => format!("NOT (s.labels ? {})", bind(n)),
+            Matcher::Equal(n, v) => {
+                let (n, v) = (bind(n), bind(v));
+                format!("s.labels @> jsonb_build_object({n}, {v})")
+            }
+            Matcher::NotEqual(n, v) if v.is_empty() => format!("s.labels ? {}", bind(n)),
+            Matcher::NotEqual(n, v) => {
+                let (n, v) = (bind(n), bind(v));
+                format!("(s.labels ->> {n}) IS DISTINCT FROM {v}")
+            }
+            Matcher::Regex(n, re) | Matcher::NotRegex(n, re) => {
+                let op = if matches!(m, Matcher::Regex(..)) {
+                    "~"
+                } else {
+                    "!~"
+                };
+                let anchored = format!("^(?:{re})$");
+                if n == "__name__" {
+                    format!("s.metric {op} {}", bind(&anchored))
+                } else {
+                    let (n, re) = (bind(n), bind(&anchored));
+                    format!("coalesce(s.labels ->> {n}, '') {op} {re}")
+                }
+            }
+        };
+        conditions.push(condition);
+    }
+    let filter = if conditions.is_empty() {
+        String::from("true")
+    } else {
+        conditions.join(" AND ")
+    };
+    let sql = format!(
+        "SELECT s.id, k.names, k.vals
+           FROM promgres.series s
+          CROSS JOIN LATERAL (SELECT array_agg(key ORDER BY key) AS names,
+                                     array_agg(value ORDER BY key) AS vals
+                                FROM jsonb_each_text(s.labels)) k
+          WHERE {filter}"
+    );
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect();
+    let rows = client.query(sql.as_str(), &refs)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        let names: Vec<String> = row.try_get(1)?;
+        let vals: Vec<String> = row.try_get(2)?;
+        out.push((id, names.into_iter().zip(vals).collect()));
+    }
+    Ok(out)
+}
+
+/// Samples of the given series in `[start_ms, end_ms]`, ordered by series then time, as
+/// (series id, ms, value); the value's bits are as stored.
+pub fn select_samples(
+    client: &mut Client,
+    series_ids: &[i64],
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<(i64, i64, f64)>> {
+    let rows = client.query(
+        "SELECT series_id, time, value FROM promgres.samples
+          WHERE series_id = ANY($1)
+            AND time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
+            AND time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
+          ORDER BY series_id, time",
+        &[&series_ids, &start_ms, &end_ms],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let time: std::time::SystemTime = row.try_get(1)?;
+        let ms = match time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        out.push((row.try_get(0)?, ms, row.try_get(2)?));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

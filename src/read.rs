@@ -1,0 +1,368 @@
+//! Prometheus remote read (`POST /read`): decoding `prometheus.ReadRequest`, turning its
+//! matchers into [`store::Matcher`]s, and answering with SAMPLES (one snappy `ReadResponse`)
+//! or, when the client lists it first, STREAMED_XOR_CHUNKS (frames of XOR chunks, produced
+//! series batch by series batch so memory stays flat).
+//!
+//! Reads use a small pool of connections of their own, so queries never take a writer's.
+
+use crate::decode::{self, DecodeError};
+use crate::proto::{
+    self, ChunkedReadResponse, ChunkedSeries, Label, ReadRequest, Sample, TimeSeries,
+};
+use crate::store::{self, Matcher, SelectedSeries, StoreError};
+use crate::xor;
+use crossbeam_channel::{Receiver, Sender};
+use postgres::Client;
+use prost::Message;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Series whose samples one streamed round trip fetches.
+const STREAM_BATCH_SERIES: usize = 64;
+/// Data-time bounds PostgreSQL's timestamptz arithmetic handles (years 1 to 9999).
+const MIN_MS: i64 = -62_135_596_800_000;
+const MAX_MS: i64 = 253_402_300_799_999;
+
+#[derive(Debug)]
+pub enum ReadError {
+    Decode(DecodeError),
+    BadMatcher(String),
+    SampleLimit(usize),
+    Busy(Duration),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Decode(e) => write!(f, "{e}"),
+            ReadError::BadMatcher(e) => write!(f, "invalid matcher: {e}"),
+            ReadError::SampleLimit(n) => write!(
+                f,
+                "query would return more than {n} samples (--read-sample-limit); narrow the time range or the matchers"
+            ),
+            ReadError::Busy(d) => write!(
+                f,
+                "too many concurrent reads (--read-concurrent-limit); none finished within {d:?}"
+            ),
+            ReadError::Store(e) => write!(f, "read failed: {e}"),
+        }
+    }
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ReadError::Store(e)
+    }
+}
+
+/// One query, ready for SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub matchers: Vec<Matcher>,
+}
+
+/// Decodes a snappy `ReadRequest` within the size limit.
+pub fn decode_request(body: &[u8], max_decoded_bytes: usize) -> Result<ReadRequest, ReadError> {
+    let raw = decode::decompress(body, max_decoded_bytes).map_err(ReadError::Decode)?;
+    ReadRequest::decode(raw.as_slice()).map_err(|e| {
+        ReadError::Decode(DecodeError::BadProtobuf(format!(
+            "not a valid prometheus.ReadRequest: {e}"
+        )))
+    })
+}
+
+/// Whether the client asked for streamed XOR chunks before SAMPLES.
+pub fn wants_stream(request: &ReadRequest) -> bool {
+    request.accepted_response_types.first() == Some(&proto::RESPONSE_STREAMED_XOR_CHUNKS)
+}
+
+/// The plan of each query. With `ignore_replica` (HA), equality matchers on the replica label
+/// are dropped: the reading Prometheus adds its own `__replica__` external label, which
+/// promgres removed at ingest and would otherwise match nothing.
+pub fn plan(request: &ReadRequest, ignore_replica: Option<&str>) -> Result<Vec<Plan>, ReadError> {
+    request
+        .queries
+        .iter()
+        .map(|q| {
+            let mut matchers = Vec::with_capacity(q.matchers.len());
+            for m in &q.matchers {
+                if m.r#type == 0 && Some(m.name.as_str()) == ignore_replica {
+                    continue;
+                }
+                if !decode::valid_label_name(&m.name) {
+                    return Err(ReadError::BadMatcher(format!("label name {:?}", m.name)));
+                }
+                let (n, v) = (m.name.clone(), m.value.clone());
+                matchers.push(match m.r#type {
+                    0 => Matcher::Equal(n, v),
+                    1 => Matcher::NotEqual(n, v),
+                    2 => Matcher::Regex(n, v),
+                    3 => Matcher::NotRegex(n, v),
+                    t => return Err(ReadError::BadMatcher(format!("unknown matcher type {t}"))),
+                });
+            }
+            Ok(Plan {
+                start_ms: q.start_timestamp_ms.clamp(MIN_MS, MAX_MS),
+                end_ms: q.end_timestamp_ms.clamp(MIN_MS, MAX_MS),
+                matchers,
+            })
+        })
+        .collect()
+}
+
+fn labels_of(pairs: Vec<(String, String)>) -> Vec<Label> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| Label { name, value })
+        .collect()
+}
+
+/// Series in label order, as Prometheus merges them.
+fn sorted(mut series: Vec<SelectedSeries>) -> Vec<SelectedSeries> {
+    series.sort_by(|a, b| a.1.cmp(&b.1));
+    series
+}
+
+/// The SAMPLES answer: a snappy `ReadResponse` with one result per query.
+pub fn samples_response(
+    client: &mut Client,
+    plans: &[Plan],
+    sample_limit: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let mut results = Vec::with_capacity(plans.len());
+    let mut total = 0usize;
+    for plan in plans {
+        let series = sorted(store::select_series(client, &plan.matchers)?);
+        let ids: Vec<i64> = series.iter().map(|(id, _)| *id).collect();
+        let rows = store::select_samples(client, &ids, plan.start_ms, plan.end_ms)?;
+        total += rows.len();
+        if total > sample_limit {
+            return Err(ReadError::SampleLimit(sample_limit));
+        }
+        let mut by_id: std::collections::HashMap<i64, Vec<Sample>> =
+            std::collections::HashMap::new();
+        for (id, timestamp, value) in rows {
+            by_id
+                .entry(id)
+                .or_default()
+                .push(Sample { value, timestamp });
+        }
+        let timeseries = series
+            .into_iter()
+            .filter_map(|(id, labels)| {
+                by_id.remove(&id).map(|samples| TimeSeries {
+                    labels: labels_of(labels),
+                    samples,
+                })
+            })
+            .collect();
+        results.push(proto::QueryResult { timeseries });
+    }
+    let raw = proto::ReadResponse { results }.encode_to_vec();
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .map_err(|e| ReadError::Store(StoreError::internal(format!("snappy: {e}"))))
+}
+
+/// Connections for reads, and the gate that bounds concurrent reads.
+pub struct ReadPool {
+    config: postgres::Config,
+    idle: Mutex<Vec<Client>>,
+    slots: (Sender<()>, Receiver<()>),
+}
+
+/// A pooled connection; returned to the pool (with its read slot) when dropped.
+pub struct PooledClient {
+    client: Option<Client>,
+    pool: Arc<ReadPool>,
+}
+
+impl PooledClient {
+    pub fn client(&mut self) -> Result<&mut Client, StoreError> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError::internal("connection already returned"))
+    }
+}
+
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            if !c.is_closed() {
+                self.pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(c);
+            }
+        }
+        let _ = self.pool.slots.0.send(());
+    }
+}
+
+impl ReadPool {
+    /// A pool of at most `connections` connections, which is also the number of concurrent
+    /// reads; further reads wait for one.
+    pub fn new(db: &postgres::Config, connections: usize) -> Arc<ReadPool> {
+        let mut config = db.clone();
+        config.application_name("promgres-read");
+        config.options("-c statement_timeout=120000 -c default_transaction_read_only=on");
+        let n = connections.max(1);
+        let (tx, rx) = crossbeam_channel::bounded(n);
+        for _ in 0..n {
+            let _ = tx.send(());
+        }
+        Arc::new(ReadPool {
+            config,
+            idle: Mutex::new(Vec::new()),
+            slots: (tx, rx),
+        })
+    }
+
+    /// A connection, waiting up to `wait` for a free slot.
+    pub fn get(self: &Arc<Self>, wait: Duration) -> Result<PooledClient, ReadError> {
+        self.slots
+            .1
+            .recv_timeout(wait)
+            .map_err(|_| ReadError::Busy(wait))?;
+        // From here the slot is owned by the guard, which gives it back on drop.
+        let mut guard = PooledClient {
+            client: None,
+            pool: self.clone(),
+        };
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        guard.client = Some(match idle {
+            Some(c) => c,
+            None => store::connect(&self.config)?,
+        });
+        Ok(guard)
+    }
+}
+
+/// A streamed STREAMED_XOR_CHUNKS response body, produced as the client reads it: one frame
+/// per series, series fetched in batches.
+pub struct ChunkStream {
+    client: PooledClient,
+    plans: Vec<Plan>,
+    query: usize,
+    pending: std::collections::VecDeque<SelectedSeries>,
+    started_query: bool,
+    buffer: Vec<u8>,
+    offset: usize,
+    sample_limit: usize,
+    samples_sent: usize,
+    done: bool,
+}
+
+impl ChunkStream {
+    pub fn new(client: PooledClient, plans: Vec<Plan>, sample_limit: usize) -> Self {
+        ChunkStream {
+            client,
+            plans,
+            query: 0,
+            pending: Default::default(),
+            started_query: false,
+            buffer: Vec::new(),
+            offset: 0,
+            sample_limit,
+            samples_sent: 0,
+            done: false,
+        }
+    }
+
+    /// Fills `buffer` with the next frames; false at the end.
+    fn refill(&mut self) -> Result<bool, ReadError> {
+        loop {
+            let Some(plan) = self.plans.get(self.query).cloned() else {
+                return Ok(false);
+            };
+            if !self.started_query {
+                let series = sorted(store::select_series(self.client.client()?, &plan.matchers)?);
+                self.pending = series.into();
+                self.started_query = true;
+            }
+            if self.pending.is_empty() {
+                self.query += 1;
+                self.started_query = false;
+                continue;
+            }
+            let batch: Vec<SelectedSeries> = (0..STREAM_BATCH_SERIES)
+                .filter_map(|_| self.pending.pop_front())
+                .collect();
+            let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+            let rows =
+                store::select_samples(self.client.client()?, &ids, plan.start_ms, plan.end_ms)?;
+            self.samples_sent += rows.len();
+            if self.samples_sent > self.sample_limit {
+                return Err(ReadError::SampleLimit(self.sample_limit));
+            }
+            let mut by_id: std::collections::HashMap<i64, Vec<(i64, f64)>> = Default::default();
+            for (id, ts, v) in rows {
+                by_id.entry(id).or_default().push((ts, v));
+            }
+            for (id, labels) in batch {
+                let Some(samples) = by_id.remove(&id) else {
+                    continue;
+                };
+                let chunks = samples
+                    .chunks(xor::MAX_SAMPLES_PER_CHUNK)
+                    .map(|c| proto::Chunk {
+                        min_time_ms: c.first().map_or(0, |s| s.0),
+                        max_time_ms: c.last().map_or(0, |s| s.0),
+                        r#type: proto::CHUNK_XOR,
+                        data: xor::encode_chunk(c),
+                    })
+                    .collect();
+                let message = ChunkedReadResponse {
+                    chunked_series: vec![ChunkedSeries {
+                        labels: labels_of(labels),
+                        chunks,
+                    }],
+                    query_index: self.query as i64,
+                };
+                self.buffer
+                    .extend_from_slice(&xor::frame(&message.encode_to_vec()));
+            }
+            if !self.buffer.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl Read for ChunkStream {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset >= self.buffer.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.buffer.clear();
+            self.offset = 0;
+            match self.refill() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.done = true;
+                }
+                Err(e) => {
+                    // The status line is long gone: end with a frame whose checksum cannot
+                    // match, so the client fails loudly instead of taking a truncated answer
+                    // as complete.
+                    log::warn!("streamed read failed mid-response: {e}");
+                    let mut bad = xor::frame(e.to_string().as_bytes());
+                    let len_bytes = bad.len() - e.to_string().len() - 4;
+                    bad[len_bytes] ^= 0xff;
+                    self.buffer = bad;
+                    self.done = true;
+                }
+            }
+        }
+        let n = out.len().min(self.buffer.len() - self.offset);
+        out[..n].copy_from_slice(&self.buffer[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
+}

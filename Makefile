@@ -30,6 +30,13 @@ test:
 	scripts/ensure-prometheus.sh
 	$(CARGO) test --all-targets
 
+# The benchmark suite: prints a table of figures and ratios measured in one run and writes
+# bench-results.json. Bounded to a few minutes; cleans up its databases. QUICK=1 for small sizes.
+bench:
+	scripts/ensure-postgres.sh
+	$(CARGO) build --release --bins
+	./target/release/promgres-bench --suite --json-out bench-results.json $(if $(QUICK),--quick,)
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings

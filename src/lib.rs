@@ -5,6 +5,7 @@
 //! stages together; ARCHITECTURE.md has the map and the invariants.
 
 pub mod advisory;
+pub mod bench_suite;
 pub mod config;
 pub mod decode;
 pub mod ha;

@@ -281,10 +281,28 @@ impl Connection {
         })
     }
 
-    /// Sends one request and returns the status, having read the whole response.
+    /// POSTs a remote-write body; returns the status, having read the whole response.
     pub fn post(&mut self, path: &str, body: &[u8]) -> std::io::Result<u16> {
+        self.exchange("POST", path, body).map(|(status, _)| status)
+    }
+
+    /// POSTs a body and returns the status and the response body.
+    pub fn post_with_body(&mut self, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        self.exchange("POST", path, body)
+    }
+
+    pub fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        self.exchange("GET", path, b"").map(|(status, _)| status)
+    }
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nUser-Agent: promgres-bench\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nUser-Agent: promgres-bench\r\nContent-Length: {}\r\n\r\n",
             self.host,
             body.len()
         );
@@ -317,22 +335,24 @@ impl Connection {
                 }
             }
         }
+        let mut response = Vec::new();
         if chunked {
             loop {
                 line.clear();
                 self.reader.read_line(&mut line)?;
                 let size =
                     usize::from_str_radix(line.trim(), 16).map_err(|_| bad("bad chunk size"))?;
-                let mut skip = vec![0u8; size + 2];
-                self.reader.read_exact(&mut skip)?;
+                let mut chunk = vec![0u8; size + 2];
+                self.reader.read_exact(&mut chunk)?;
                 if size == 0 {
                     break;
                 }
+                response.extend_from_slice(&chunk[..size]);
             }
         } else {
-            let mut skip = vec![0u8; length];
-            self.reader.read_exact(&mut skip)?;
+            response.resize(length, 0);
+            self.reader.read_exact(&mut response)?;
         }
-        Ok(status)
+        Ok((status, response))
     }
 }

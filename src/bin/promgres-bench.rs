@@ -32,10 +32,38 @@ struct Args {
     /// print the report as JSON only
     #[argh(switch)]
     json: bool,
+    /// run the whole benchmark suite (make bench) instead of one load
+    #[argh(switch)]
+    suite: bool,
+    /// suite: smaller sizes for a quick look
+    #[argh(switch)]
+    quick: bool,
+    /// suite: PostgreSQL server to create benchmark databases on (default
+    /// postgresql://postgres@127.0.0.1:5432/postgres)
+    #[argh(
+        option,
+        default = "String::from(\"postgresql://postgres@127.0.0.1:5432/postgres\")"
+    )]
+    admin_uri: String,
+    /// suite: where to write the JSON results (default bench-results.json)
+    #[argh(option, default = "String::from(\"bench-results.json\")")]
+    json_out: String,
 }
 
 fn main() {
     let args: Args = argh::from_env();
+    if args.suite {
+        let options = promgres::bench_suite::SuiteOptions {
+            admin_uri: args.admin_uri,
+            json_path: args.json_out,
+            quick: args.quick,
+        };
+        if let Err(e) = promgres::bench_suite::run(&options) {
+            eprintln!("promgres-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let addr: SocketAddr = match args.addr.parse() {
         Ok(a) => a,
         Err(e) => {

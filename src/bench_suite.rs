@@ -1,0 +1,765 @@
+//! `make bench`: the benchmark suite. Every figure and ratio it prints is measured in the same
+//! run, on this machine: decode throughput without a database, end-to-end ingest through a
+//! promgres process into a fresh database, the binary-COPY limit of PostgreSQL for the same
+//! rows, series creation, HA, CPU and memory, and remote-read latencies.
+//!
+//! promgres runs as a separate process (the release binary next to this one) so its CPU time
+//! and peak RSS are its own; PostgreSQL's CPU is summed over its processes.
+
+use crate::decode::{self, Limits};
+use crate::ha::{Clock, Election, HaConfig, Lease, LeaseStore};
+use crate::loadgen::{self, Workload};
+use crate::metrics::Metrics;
+use crate::proto;
+use crate::store::{self, SampleRow, StoreError};
+use prost::Message;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct SuiteOptions {
+    /// Server the suite creates its databases on.
+    pub admin_uri: String,
+    /// Where to write the JSON results.
+    pub json_path: String,
+    /// Smaller sizes, for a quick look.
+    pub quick: bool,
+}
+
+struct Row {
+    name: String,
+    value: String,
+    json: String,
+}
+
+pub struct Results {
+    rows: Vec<Row>,
+}
+
+impl Results {
+    fn add(&mut self, name: &str, value: String, json_value: String) {
+        println!("  {name:<62} {value}");
+        self.rows.push(Row {
+            name: name.to_string(),
+            value,
+            json: json_value,
+        });
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for r in &self.rows {
+            let _ = writeln!(out, "| {} | {} |", r.name, r.value);
+        }
+        out
+    }
+
+    fn json(&self) -> String {
+        let items: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut name = String::new();
+                decode::push_json_string(&mut name, &r.name);
+                format!("{name}:{}", r.json)
+            })
+            .collect();
+        format!("{{{}}}", items.join(","))
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::http::now_ms()
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of every PostgreSQL server process on the machine.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+fn peak_rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+struct Database {
+    admin: String,
+    name: String,
+}
+
+impl Database {
+    fn create(admin: &str, tag: &str) -> Result<Database, String> {
+        let name = format!("promgres_bench_{tag}_{}", std::process::id());
+        let mut c = postgres::Client::connect(admin, postgres::NoTls)
+            .map_err(|e| format!("cannot reach {admin}: {e}"))?;
+        // Two statements: CREATE DATABASE cannot share an implicit transaction.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            c.batch_execute(&sql)
+                .map_err(|e| format!("{sql}: {}", StoreError::from(e)))?;
+        }
+        Ok(Database {
+            admin: admin.to_string(),
+            name,
+        })
+    }
+
+    fn uri(&self) -> String {
+        match self.admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{}", self.name),
+            None => self.admin.clone(),
+        }
+    }
+
+    fn client(&self) -> Result<postgres::Client, String> {
+        postgres::Client::connect(&self.uri(), postgres::NoTls)
+            .map_err(|e| StoreError::from(e).to_string())
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(db: &Database, extra: &[&str]) -> Result<Server, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let binary = exe.with_file_name("promgres");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = Command::new(&binary)
+            .args([
+                "--db-uri",
+                &db.uri(),
+                "--web-listen-address",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--log-level", "warn", "--max-sample-age", "400d"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(mut c) = loadgen::Connection::open(addr) {
+                if c.get("/healthz").is_ok_and(|s| s == 200) {
+                    return Ok(Server { child, addr });
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("promgres did not become healthy within 30 s".into())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bodies and per-body sample counts of a workload.
+fn prepare(w: &Workload) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let bodies = loadgen::build_requests(w);
+    let replicas = if w.ha_cluster.is_some() {
+        w.replicas.max(1)
+    } else {
+        1
+    };
+    let per_request = w.samples_per_request.max(1);
+    let chunks = w.series.div_ceil(per_request);
+    let counts = (0..bodies.len())
+        .map(|i| {
+            let chunk = i / replicas % chunks;
+            (w.series - chunk * per_request).min(per_request)
+        })
+        .collect();
+    (bodies, counts)
+}
+
+fn workload(series: usize, scrapes: usize, per_request: usize) -> Workload {
+    Workload {
+        series,
+        scrapes,
+        samples_per_request: per_request,
+        scrape_interval_ms: 15_000,
+        start_ms: now_ms() - scrapes as i64 * 15_000 - 60_000,
+        ha_cluster: None,
+        replicas: 1,
+    }
+}
+
+/// A lease store for the no-database decode benchmark: the first replica leads for ever.
+struct StaticLeases;
+
+impl LeaseStore for StaticLeases {
+    fn get_or_create(&mut self, cluster: &str, replica: &str) -> Result<Lease, StoreError> {
+        Ok(Lease {
+            cluster: cluster.into(),
+            leader: replica.into(),
+            term: 1,
+            start_ms: 0,
+            leader_since_ms: 0,
+            previous_leader: None,
+        })
+    }
+    fn fetch(&mut self, _cluster: &str) -> Result<Option<(Lease, i64)>, StoreError> {
+        Ok(None)
+    }
+    fn change_leader(
+        &mut self,
+        c: &str,
+        e: &str,
+        _n: &str,
+        _s: Option<i64>,
+        _r: &str,
+    ) -> Result<Lease, StoreError> {
+        self.get_or_create(c, e)
+    }
+    fn past_leases(&mut self, _c: &str, _r: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+struct WallClock;
+impl Clock for WallClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+fn bench_decode(results: &mut Results, quick: bool) {
+    let mut w = workload(10_000, if quick { 4 } else { 20 }, 500);
+    w.ha_cluster = Some("bench".into());
+    w.replicas = 2;
+    let (bodies, counts) = prepare(&w);
+    let samples: usize = counts.iter().sum();
+    let limits = Limits::new(32 << 20, i64::MAX);
+    let now = now_ms();
+    let started = Instant::now();
+    for body in &bodies {
+        let _ = decode::decode_write(body, limits, now);
+    }
+    let decode_rate = samples as f64 / started.elapsed().as_secs_f64();
+    results.add(
+        "decode + validate, 1 core (samples/s)",
+        format!("{decode_rate:.0}"),
+        format!("{decode_rate:.0}"),
+    );
+    let ha = HaConfig {
+        cluster_label: "cluster".into(),
+        replica_label: "__replica__".into(),
+        failover_timeout_ms: 30_000,
+        interval_ms: 10_000,
+        buffer_bytes: 256 << 20,
+    };
+    let election = Election::new(
+        ha,
+        Box::new(StaticLeases),
+        Arc::new(WallClock),
+        Arc::new(Metrics::default()),
+    );
+    let started = Instant::now();
+    for body in &bodies {
+        if let Ok(batch) = decode::decode_write(body, limits, now) {
+            let _ = election.route(batch);
+        }
+    }
+    let rate = samples as f64 / started.elapsed().as_secs_f64();
+    results.add(
+        "decode + validate + HA filter, 1 core (samples/s)",
+        format!("{rate:.0}"),
+        format!("{rate:.0}"),
+    );
+}
+
+struct IngestRun {
+    samples_per_sec: f64,
+    p99_ms: f64,
+    promgres_cpu: f64,
+    postgres_cpu: f64,
+    stored: usize,
+    rss: u64,
+}
+
+fn ingest(
+    admin: &str,
+    w: &Workload,
+    connections: usize,
+    extra: &[&str],
+) -> Result<IngestRun, String> {
+    let db = Database::create(admin, "ingest")?;
+    let server = Server::start(&db, extra)?;
+    let (bodies, counts) = prepare(w);
+    let pg_before = postgres_cpu_seconds();
+    let cpu_before = cpu_seconds(server.pid());
+    let report = loadgen::send_all(server.addr, &bodies, &counts, connections);
+    let promgres_cpu = cpu_seconds(server.pid()) - cpu_before;
+    let postgres_cpu = postgres_cpu_seconds() - pg_before;
+    if report.non_2xx() > 0 || report.transport_errors > 0 {
+        return Err(format!("non-2xx answers: {}", report.text()));
+    }
+    let stored: i64 = db
+        .client()?
+        .query_one("SELECT count(*) FROM promgres.samples", &[])
+        .map_err(|e| StoreError::from(e).to_string())?
+        .get(0);
+    Ok(IngestRun {
+        samples_per_sec: report.samples_per_sec(),
+        p99_ms: report.percentile(0.99).as_secs_f64() * 1e3,
+        promgres_cpu,
+        postgres_cpu,
+        stored: usize::try_from(stored).unwrap_or(0),
+        rss: peak_rss_bytes(server.pid()),
+    })
+}
+
+/// PostgreSQL's own rate for the same rows into the same (fresh) tables: binary COPY from one
+/// session, 50,000 rows per transaction, series ids and partitions prepared beforehand.
+fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
+    let db = Database::create(admin, "copy")?;
+    crate::server::migrate(&db.uri().parse().map_err(|e| format!("{e}"))?)
+        .map_err(|e| e.to_string())?;
+    let mut c = db.client()?;
+    let metrics: Vec<String> = (0..w.series)
+        .map(|i| series_metric(i).to_string())
+        .collect();
+    let labels: Vec<String> = (0..w.series).map(series_json).collect();
+    let mrefs: Vec<&str> = metrics.iter().map(String::as_str).collect();
+    let lrefs: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let (ids, _) = store::resolve_series(&mut c, &mrefs, &lrefs).map_err(|e| e.to_string())?;
+    let days: Vec<i32> = (0..w.scrapes)
+        .map(|s| ((w.start_ms + s as i64 * w.scrape_interval_ms).div_euclid(86_400_000)) as i32)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    store::ensure_partitions(&mut c, &days).map_err(|e| e.to_string())?;
+    let mut rows = Vec::with_capacity(w.series * w.scrapes);
+    for s in 0..w.scrapes {
+        for (i, id) in ids.iter().enumerate() {
+            rows.push(SampleRow {
+                series_id: *id,
+                timestamp_ms: w.start_ms + s as i64 * w.scrape_interval_ms,
+                value: (s * 7 + i) as f64 * 0.5,
+            });
+        }
+    }
+    let started = Instant::now();
+    for batch in rows.chunks(50_000) {
+        let mut sorted = batch.to_vec();
+        sorted.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
+        let data = store::encode_copy(&sorted);
+        store::insert_samples(&mut c, &[], &[], &|_| data.clone()).map_err(|e| e.to_string())?;
+    }
+    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+fn series_metric(i: usize) -> &'static str {
+    const METRICS: [&str; 8] = [
+        "node_cpu_seconds_total",
+        "node_network_receive_bytes_total",
+        "node_filesystem_avail_bytes",
+        "node_disk_io_time_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "node_netstat_Tcp_InSegs",
+        "node_vmstat_pgfault",
+        "node_load1",
+    ];
+    METRICS[i % METRICS.len()]
+}
+
+fn series_json(i: usize) -> String {
+    let mut labels = loadgen::series_labels(i);
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::from("{");
+    for (k, l) in labels.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        decode::push_json_string(&mut out, &l.name);
+        out.push(':');
+        decode::push_json_string(&mut out, &l.value);
+    }
+    out.push('}');
+    out
+}
+
+fn read_latency(
+    addr: SocketAddr,
+    start: i64,
+    end: i64,
+    matchers: Vec<proto::LabelMatcher>,
+    runs: usize,
+) -> Result<(f64, usize), String> {
+    let req = proto::ReadRequest {
+        queries: vec![proto::Query {
+            start_timestamp_ms: start,
+            end_timestamp_ms: end,
+            matchers,
+        }],
+        accepted_response_types: vec![],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .map_err(|e| e.to_string())?;
+    let mut best = f64::MAX;
+    let mut samples = 0;
+    for _ in 0..runs {
+        let mut c = loadgen::Connection::open(addr).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let (status, response) = c
+            .post_with_body("/read", &body)
+            .map_err(|e| e.to_string())?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if status != 200 {
+            return Err(format!("read answered {status}"));
+        }
+        best = best.min(ms);
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&response)
+            .map_err(|e| e.to_string())?;
+        let decoded = proto::ReadResponse::decode(raw.as_slice()).map_err(|e| e.to_string())?;
+        samples = decoded
+            .results
+            .iter()
+            .flat_map(|r| &r.timeseries)
+            .map(|t| t.samples.len())
+            .sum();
+    }
+    Ok((best, samples))
+}
+
+fn matcher(t: i32, name: &str, value: &str) -> proto::LabelMatcher {
+    proto::LabelMatcher {
+        r#type: t,
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+fn bench_reads(admin: &str, results: &mut Results, quick: bool) -> Result<(), String> {
+    let db = Database::create(admin, "read")?;
+    let server = Server::start(&db, &[])?;
+    let day = 86_400_000;
+    let t0 = now_ms() - day - 120_000;
+    // (1) one series, one day at 15 s.
+    let one: Vec<proto::TimeSeries> = vec![proto::TimeSeries {
+        labels: vec![
+            proto::Label {
+                name: "__name__".into(),
+                value: "bench_one".into(),
+            },
+            proto::Label {
+                name: "job".into(),
+                value: "bench".into(),
+            },
+        ],
+        samples: (0..5760)
+            .map(|i| proto::Sample {
+                value: i as f64,
+                timestamp: t0 + i * 15_000,
+            })
+            .collect(),
+    }];
+    // (2) 1,000 series sharing a label, one hour at 15 s.
+    let hour_start = now_ms() - 3_600_000 - 60_000;
+    let thousand: Vec<proto::TimeSeries> = (0..1000)
+        .map(|i| proto::TimeSeries {
+            labels: vec![
+                proto::Label {
+                    name: "__name__".into(),
+                    value: "bench_thousand".into(),
+                },
+                proto::Label {
+                    name: "group".into(),
+                    value: "g1".into(),
+                },
+                proto::Label {
+                    name: "n".into(),
+                    value: i.to_string(),
+                },
+            ],
+            samples: (0..240)
+                .map(|k| proto::Sample {
+                    value: k as f64,
+                    timestamp: hour_start + k * 15_000,
+                })
+                .collect(),
+        })
+        .collect();
+    let send = |series: Vec<proto::TimeSeries>| -> Result<(), String> {
+        let mut c = loadgen::Connection::open(server.addr).map_err(|e| e.to_string())?;
+        for chunk in series.chunks(20) {
+            let body = snap::raw::Encoder::new()
+                .compress_vec(
+                    &proto::WriteRequest {
+                        timeseries: chunk.to_vec(),
+                        metadata: vec![],
+                    }
+                    .encode_to_vec(),
+                )
+                .map_err(|e| e.to_string())?;
+            let status = c.post("/write", &body).map_err(|e| e.to_string())?;
+            if status != 204 {
+                return Err(format!("write answered {status}"));
+            }
+        }
+        Ok(())
+    };
+    send(one)?;
+    send(thousand)?;
+    // (3) 100,000 series, one sample each.
+    let many = if quick { 20_000 } else { 100_000 };
+    let w = Workload {
+        series: many,
+        scrapes: 1,
+        samples_per_request: 2000,
+        scrape_interval_ms: 15_000,
+        start_ms: now_ms() - 60_000,
+        ha_cluster: None,
+        replicas: 1,
+    };
+    let (bodies, counts) = prepare(&w);
+    let report = loadgen::send_all(server.addr, &bodies, &counts, 4);
+    if report.non_2xx() > 0 {
+        return Err(format!("loading {many} series: {}", report.text()));
+    }
+    let now = now_ms();
+    let (ms, n) = read_latency(
+        server.addr,
+        t0,
+        now,
+        vec![matcher(0, "__name__", "bench_one")],
+        5,
+    )?;
+    results.add(
+        "read: 1 series x 1 day at 15 s (ms, best of 5)",
+        format!("{ms:.1} ({n} samples)"),
+        format!("{ms:.2}"),
+    );
+    let (ms, n) = read_latency(
+        server.addr,
+        hour_start,
+        now,
+        vec![matcher(0, "group", "g1")],
+        5,
+    )?;
+    results.add(
+        "read: 1,000 series by one label x 1 h (ms, best of 5)",
+        format!("{ms:.1} ({n} samples)"),
+        format!("{ms:.2}"),
+    );
+    let (ms, n) = read_latency(
+        server.addr,
+        now - 3_600_000,
+        now,
+        vec![matcher(2, "instance", "10\\.0\\.1[0-9]\\..*")],
+        5,
+    )?;
+    results.add(
+        &format!("read: regex over {many} series (ms, best of 5)"),
+        format!("{ms:.1} ({n} samples)"),
+        format!("{ms:.2}"),
+    );
+    Ok(())
+}
+
+/// Runs the whole suite; prints as it goes, then a table, and writes the JSON file.
+pub fn run(options: &SuiteOptions) -> Result<(), String> {
+    let mut results = Results { rows: Vec::new() };
+    let admin = options.admin_uri.as_str();
+    let quick = options.quick;
+    println!(
+        "promgres benchmark suite ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("1. decode without the database");
+    bench_decode(&mut results, quick);
+
+    println!("2-3. end-to-end ingest (fresh database, synchronous commit, acks after commit) vs binary COPY");
+    let small_scrapes = if quick { 10 } else { 60 };
+    let mut best_small = (0.0f64, 0usize);
+    for per_request in [500, 2000] {
+        for connections in [1, 2, 4, 8] {
+            let w = workload(10_000, small_scrapes, per_request);
+            let r = ingest(admin, &w, connections, &[])?;
+            if r.stored != 10_000 * small_scrapes {
+                return Err(format!(
+                    "stored {} of {} samples",
+                    r.stored,
+                    10_000 * small_scrapes
+                ));
+            }
+            results.add(
+                &format!("ingest 10k series x {small_scrapes}, {per_request}/req, {connections} conn (samples/s)"),
+                format!("{:.0} (p99 {:.1} ms)", r.samples_per_sec, r.p99_ms),
+                format!("{:.0}", r.samples_per_sec),
+            );
+            if per_request == 500 && r.samples_per_sec > best_small.0 {
+                best_small = (r.samples_per_sec, connections);
+            }
+        }
+    }
+    let big_series = if quick { 20_000 } else { 100_000 };
+    let big_scrapes = if quick { 5 } else { 30 };
+    for per_request in [500, 2000] {
+        let w = workload(big_series, big_scrapes, per_request);
+        let r = ingest(admin, &w, 4, &[])?;
+        results.add(
+            &format!(
+                "ingest {}k series x {big_scrapes}, {per_request}/req, 4 conn (samples/s)",
+                big_series / 1000
+            ),
+            format!("{:.0} (p99 {:.1} ms)", r.samples_per_sec, r.p99_ms),
+            format!("{:.0}", r.samples_per_sec),
+        );
+    }
+    let limit = copy_limit(admin, &workload(10_000, small_scrapes, 500))?;
+    results.add(
+        "PostgreSQL binary COPY limit, same rows and tables (rows/s)",
+        format!("{limit:.0}"),
+        format!("{limit:.0}"),
+    );
+    let ratio = best_small.0 / limit;
+    results.add(
+        &format!(
+            "ratio promgres (10k, 500/req, {} conn) / COPY limit",
+            best_small.1
+        ),
+        format!("{ratio:.2}"),
+        format!("{ratio:.3}"),
+    );
+
+    println!("4. first-time series creation");
+    let w = workload(big_series, 1, 500);
+    let started = Instant::now();
+    let r = ingest(admin, &w, 8, &[])?;
+    let _ = r;
+    results.add(
+        &format!(
+            "{}k new series, all stored (s, incl. server start)",
+            big_series / 1000
+        ),
+        format!("{:.2}", started.elapsed().as_secs_f64()),
+        format!("{:.3}", started.elapsed().as_secs_f64()),
+    );
+
+    println!("5-6. HA pair, CPU and memory");
+    let mut w = workload(10_000, small_scrapes, 500);
+    w.ha_cluster = Some("bench".into());
+    w.replicas = 2;
+    let r = ingest(admin, &w, 4, &["--high-availability"])?;
+    let stored_rate = r.samples_per_sec / 2.0;
+    results.add(
+        "HA, 2 replicas x 10k series, 500/req, 4 conn: received samples/s",
+        format!("{:.0}", r.samples_per_sec),
+        format!("{:.0}", r.samples_per_sec),
+    );
+    results.add(
+        "HA: stored samples/s (one replica's copy)",
+        format!("{stored_rate:.0}"),
+        format!("{stored_rate:.0}"),
+    );
+    let per_million = |cpu: f64, n: usize| cpu / (n as f64 / 1e6);
+    results.add(
+        "HA: promgres CPU s per million stored samples",
+        format!("{:.2}", per_million(r.promgres_cpu, r.stored)),
+        format!("{:.3}", per_million(r.promgres_cpu, r.stored)),
+    );
+    let w = workload(10_000, small_scrapes, 500);
+    let r = ingest(admin, &w, best_small.1, &[])?;
+    results.add(
+        "promgres CPU s per million samples (10k, 500/req)",
+        format!("{:.2}", per_million(r.promgres_cpu, r.stored)),
+        format!("{:.3}", per_million(r.promgres_cpu, r.stored)),
+    );
+    results.add(
+        "PostgreSQL CPU s per million samples (same run)",
+        format!("{:.2}", per_million(r.postgres_cpu, r.stored)),
+        format!("{:.3}", per_million(r.postgres_cpu, r.stored)),
+    );
+    results.add(
+        "promgres peak RSS, 10k series run (MiB)",
+        format!("{:.1}", r.rss as f64 / 1048576.0),
+        format!("{}", r.rss),
+    );
+    let w = workload(big_series, 2, 2000);
+    let r = ingest(admin, &w, 4, &[])?;
+    results.add(
+        &format!("promgres peak RSS, {}k series run (MiB)", big_series / 1000),
+        format!("{:.1}", r.rss as f64 / 1048576.0),
+        format!("{}", r.rss),
+    );
+
+    println!("7. remote read");
+    bench_reads(admin, &mut results, quick)?;
+
+    println!("\n| measurement | value |\n|---|---|\n{}", results.text());
+    std::fs::write(&options.json_path, results.json())
+        .map_err(|e| format!("cannot write {}: {e}", options.json_path))?;
+    println!("JSON: {}", options.json_path);
+    Ok(())
+}

@@ -1,8 +1,9 @@
 //! The in-memory map from label set to series id, shared by all writers of one instance.
 //!
-//! Keys are 128-bit hashes of the canonical label set under per-process random keys, so an
-//! entry costs tens of bytes instead of the label text, and a sender cannot aim collisions
-//! at it. Ids never change once assigned, so entries never go stale. Past `max_entries` the
+//! Keys are 128-bit hashes of the canonical label set, so an entry costs tens of bytes instead
+//! of the label text: 64 bits of SipHash under a per-process random key (a sender cannot aim
+//! collisions at it without the key) and 64 bits of a cheap multiply-rotate hash (more bits
+//! against chance collisions, for a fraction of a second SipHash pass). Ids never change once assigned, so entries never go stale. Past `max_entries` the
 //! cache starts over rather than grow without end as series churn: a full restart costs one
 //! batched look-up per request until it is warm again, and needs no per-entry bookkeeping.
 
@@ -15,34 +16,35 @@ use std::sync::RwLock;
 pub type SeriesKey = u128;
 
 pub struct SeriesCache {
-    low: RandomState,
-    high: RandomState,
+    keyed: RandomState,
+    seed: u64,
     max_entries: usize,
     ids: RwLock<HashMap<SeriesKey, i64>>,
 }
 
 impl SeriesCache {
     pub fn new(max_entries: usize) -> Self {
+        let keyed = RandomState::new();
+        let seed = keyed.hash_one(0x7072_6f6d_6772_6573u64);
         SeriesCache {
-            low: RandomState::new(),
-            high: RandomState::new(),
+            keyed,
+            seed,
             max_entries,
             ids: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn key(&self, labels: &LabelSet) -> SeriesKey {
-        let half = |state: &RandomState| {
-            let mut h = state.build_hasher();
-            for l in labels.labels() {
-                // str's Hash writes the bytes plus a 0xff terminator, which cannot occur in
-                // UTF-8, so ("ab","c") and ("a","bc") hash differently.
-                l.name.hash(&mut h);
-                l.value.hash(&mut h);
-            }
-            h.finish()
-        };
-        (u128::from(half(&self.high)) << 64) | u128::from(half(&self.low))
+        let mut keyed = self.keyed.build_hasher();
+        let mut cheap = self.seed;
+        for l in labels.labels() {
+            // str's Hash writes the bytes plus a 0xff terminator, which cannot occur in
+            // UTF-8, so ("ab","c") and ("a","bc") hash differently; `fold` mixes in lengths.
+            l.name.hash(&mut keyed);
+            l.value.hash(&mut keyed);
+            cheap = fold(fold(cheap, l.name.as_bytes()), l.value.as_bytes());
+        }
+        (u128::from(keyed.finish()) << 64) | u128::from(cheap)
     }
 
     /// Looks up many keys under one lock acquisition; `None` marks a miss.
@@ -69,6 +71,21 @@ impl SeriesCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Multiply-rotate mixing of `bytes` (and their length) into `h`.
+fn fold(mut h: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let mut tail = 0u64;
+    for (i, b) in chunks.remainder().iter().enumerate() {
+        tail |= u64::from(*b) << (8 * i);
+    }
+    (h ^ tail ^ ((bytes.len() as u64) << 56)).wrapping_mul(K).rotate_left(29)
 }
 
 #[cfg(test)]

@@ -385,7 +385,7 @@ fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
         .map_err(|e| e.to_string())?;
     let mut c = db.client()?;
     let metrics: Vec<String> = (0..w.series)
-        .map(|i| series_metric(i).to_string())
+        .map(|i| loadgen::series_labels(i).swap_remove(0).value)
         .collect();
     let labels: Vec<String> = (0..w.series).map(series_json).collect();
     let mrefs: Vec<&str> = metrics.iter().map(String::as_str).collect();
@@ -415,20 +415,6 @@ fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
         store::insert_samples(&mut c, &[], &[], &|_| data.clone()).map_err(|e| e.to_string())?;
     }
     Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
-}
-
-fn series_metric(i: usize) -> &'static str {
-    const METRICS: [&str; 8] = [
-        "node_cpu_seconds_total",
-        "node_network_receive_bytes_total",
-        "node_filesystem_avail_bytes",
-        "node_disk_io_time_seconds_total",
-        "node_memory_MemAvailable_bytes",
-        "node_netstat_Tcp_InSegs",
-        "node_vmstat_pgfault",
-        "node_load1",
-    ];
-    METRICS[i % METRICS.len()]
 }
 
 fn series_json(i: usize) -> String {

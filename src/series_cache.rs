@@ -85,7 +85,9 @@ fn fold(mut h: u64, bytes: &[u8]) -> u64 {
     for (i, b) in chunks.remainder().iter().enumerate() {
         tail |= u64::from(*b) << (8 * i);
     }
-    (h ^ tail ^ ((bytes.len() as u64) << 56)).wrapping_mul(K).rotate_left(29)
+    (h ^ tail ^ ((bytes.len() as u64) << 56))
+        .wrapping_mul(K)
+        .rotate_left(29)
 }
 
 #[cfg(test)]

@@ -110,11 +110,16 @@ fn postgres_cpu_seconds() -> f64 {
 }
 
 fn peak_rss_bytes(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM:")
+}
+
+/// A memory figure of /proc/<pid>/status, in bytes.
+fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
@@ -219,6 +224,26 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The series cache's own memory per entry, read from the server's /metrics.
+fn cache_bytes_per_entry(addr: SocketAddr) -> f64 {
+    let Ok(mut c) = loadgen::Connection::open(addr) else {
+        return 0.0;
+    };
+    let Ok((_, body)) = c.exchange_get("/metrics") else {
+        return 0.0;
+    };
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    value("promgres_series_cache_bytes ") / value("promgres_series_cache_size ").max(1.0)
 }
 
 /// Bodies and per-body sample counts of a workload.
@@ -337,12 +362,18 @@ fn bench_decode(results: &mut Results, quick: bool) {
 }
 
 struct IngestRun {
+    /// From the first request sent to the last acknowledged.
+    elapsed: Duration,
     samples_per_sec: f64,
     p99_ms: f64,
     promgres_cpu: f64,
     postgres_cpu: f64,
     stored: usize,
     rss: u64,
+    /// Resident set after the run (transient buffers freed).
+    rss_after: u64,
+    /// promgres_series_cache_bytes / promgres_series_cache_size after the run.
+    cache_bytes_per_entry: f64,
 }
 
 fn ingest(
@@ -368,12 +399,15 @@ fn ingest(
         .map_err(|e| StoreError::from(e).to_string())?
         .get(0);
     Ok(IngestRun {
+        elapsed: report.elapsed,
         samples_per_sec: report.samples_per_sec(),
         p99_ms: report.percentile(0.99).as_secs_f64() * 1e3,
         promgres_cpu,
         postgres_cpu,
         stored: usize::try_from(stored).unwrap_or(0),
         rss: peak_rss_bytes(server.pid()),
+        rss_after: status_kb(server.pid(), "VmRSS:"),
+        cache_bytes_per_entry: cache_bytes_per_entry(server.addr),
     })
 }
 
@@ -681,16 +715,20 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
 
     println!("4. first-time series creation");
     let w = workload(big_series, 1, 500);
-    let started = Instant::now();
     let r = ingest(admin, &w, 8, &[])?;
-    let _ = r;
+    if r.stored != big_series {
+        return Err(format!(
+            "stored {} of {big_series} new series' samples",
+            r.stored
+        ));
+    }
     results.add(
         &format!(
-            "{}k new series, all stored (s, incl. server start)",
+            "{}k new series, first request to all stored (s)",
             big_series / 1000
         ),
-        format!("{:.2}", started.elapsed().as_secs_f64()),
-        format!("{:.3}", started.elapsed().as_secs_f64()),
+        format!("{:.2}", r.elapsed.as_secs_f64()),
+        format!("{:.3}", r.elapsed.as_secs_f64()),
     );
 
     println!("5-6. HA pair, CPU and memory");
@@ -728,16 +766,35 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
         format!("{:.3}", per_million(r.postgres_cpu, r.stored)),
     );
     results.add(
-        "promgres peak RSS, 10k series run (MiB)",
+        "promgres peak RSS, 10k series x 60 run (MiB)",
         format!("{:.1}", r.rss as f64 / 1048576.0),
         format!("{}", r.rss),
     );
-    let w = workload(big_series, 2, 2000);
-    let r = ingest(admin, &w, 4, &[])?;
+    // Memory per cached series: two runs of the same shape, 10k and big_series series.
+    let small = ingest(admin, &workload(10_000, 2, 2000), 4, &[])?;
+    let big = ingest(admin, &workload(big_series, 2, 2000), 4, &[])?;
     results.add(
-        &format!("promgres peak RSS, {}k series run (MiB)", big_series / 1000),
-        format!("{:.1}", r.rss as f64 / 1048576.0),
-        format!("{}", r.rss),
+        &format!(
+            "promgres RSS after 10k vs {}k series x 2 (MiB)",
+            big_series / 1000
+        ),
+        format!(
+            "{:.1} vs {:.1}",
+            small.rss_after as f64 / 1048576.0,
+            big.rss_after as f64 / 1048576.0
+        ),
+        format!("[{},{}]", small.rss_after, big.rss_after),
+    );
+    let per_series = (big.rss_after as f64 - small.rss_after as f64) / (big_series - 10_000) as f64;
+    results.add(
+        "promgres RSS growth per active series (bytes)",
+        format!("{per_series:.0}"),
+        format!("{per_series:.0}"),
+    );
+    results.add(
+        "series cache structure per entry (bytes, from /metrics)",
+        format!("{:.0}", big.cache_bytes_per_entry),
+        format!("{:.1}", big.cache_bytes_per_entry),
     );
 
     println!("7. remote read");

@@ -295,6 +295,11 @@ impl Connection {
         self.exchange("GET", path, b"").map(|(status, _)| status)
     }
 
+    /// GETs a path; returns the status and the body.
+    pub fn exchange_get(&mut self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        self.exchange("GET", path, b"")
+    }
+
     fn exchange(
         &mut self,
         method: &str,

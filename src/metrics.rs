@@ -192,6 +192,7 @@ pub struct Metrics {
     pub queue_capacity: Gauge,
     pub writer_errors: CounterVec,
     pub series_cache_size: Gauge,
+    pub series_cache_bytes: Gauge,
     pub series_cache_hits: Counter,
     pub series_cache_misses: Counter,
     pub series_created: Counter,
@@ -224,6 +225,7 @@ impl Default for Metrics {
             queue_capacity: Gauge::default(),
             writer_errors: CounterVec::new(&["kind"]),
             series_cache_size: Gauge::default(),
+            series_cache_bytes: Gauge::default(),
             series_cache_hits: Counter::default(),
             series_cache_misses: Counter::default(),
             series_created: Counter::default(),
@@ -339,6 +341,13 @@ impl Metrics {
             "gauge",
             "Series ids held in the in-memory cache.",
             self.series_cache_size.get().to_string(),
+        );
+        scalar(
+            &mut out,
+            "promgres_series_cache_bytes",
+            "gauge",
+            "Memory the series cache's table holds.",
+            self.series_cache_bytes.get().to_string(),
         );
         let hits = self.series_cache_hits.get();
         let misses = self.series_cache_misses.get();

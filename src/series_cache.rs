@@ -64,6 +64,12 @@ impl SeriesCache {
         reset
     }
 
+    /// Bytes the map itself holds: each slot is a key, an id and a control byte.
+    pub fn heap_bytes(&self) -> usize {
+        let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
+        ids.capacity() * (std::mem::size_of::<(SeriesKey, i64)>() + 1)
+    }
+
     pub fn len(&self) -> usize {
         self.ids.read().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -477,6 +477,9 @@ fn resolve_ids(
             log::info!("series cache reached --series-cache-max and started over");
         }
         metrics.series_cache_size.set(shared.series.len() as i64);
+        metrics
+            .series_cache_bytes
+            .set(shared.series.heap_bytes() as i64);
         for (id, key) in ids.iter_mut().zip(&keys) {
             if id.is_none() {
                 *id = found.get(key).copied();

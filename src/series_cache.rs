@@ -37,12 +37,12 @@ impl SeriesCache {
     pub fn key(&self, labels: &LabelSet) -> SeriesKey {
         let mut keyed = self.keyed.build_hasher();
         let mut cheap = self.seed;
-        for l in labels.labels() {
+        for (name, value) in labels.labels() {
             // str's Hash writes the bytes plus a 0xff terminator, which cannot occur in
             // UTF-8, so ("ab","c") and ("a","bc") hash differently; `fold` mixes in lengths.
-            l.name.hash(&mut keyed);
-            l.value.hash(&mut keyed);
-            cheap = fold(fold(cheap, l.name.as_bytes()), l.value.as_bytes());
+            name.hash(&mut keyed);
+            value.hash(&mut keyed);
+            cheap = fold(fold(cheap, name.as_bytes()), value.as_bytes());
         }
         (u128::from(keyed.finish()) << 64) | u128::from(cheap)
     }

@@ -39,13 +39,8 @@ fn entry_bytes(series: &[SeriesSamples]) -> usize {
     series
         .iter()
         .map(|s| {
-            let labels: usize = s
-                .labels
-                .labels()
-                .iter()
-                .map(|l| l.name.len() + l.value.len() + 48)
-                .sum();
-            labels + 48 + s.samples.len() * 16
+            // The label text is shared with the request it came in; count this set's share.
+            s.labels.text_bytes() + s.labels.len() * 16 + 48 + s.samples.len() * 16
         })
         .sum::<usize>()
         + 96

@@ -5,7 +5,9 @@
 //! Bounded twice: by age (entries older than the window are no longer needed, because a
 //! failover is decided within failover timeout + one election tick) and by bytes
 //! (`--ha-standby-buffer-bytes`). Overflow evicts the oldest entries first and is reported, since
-//! it widens the gap of a failover that happens next.
+//! it widens the gap of a failover that happens next. Label text is shared with the request it
+//! arrived in; an entry counts its own labels' share, which for a standby replica's request is
+//! nearly all of it.
 
 use crate::decode::SeriesSamples;
 use std::collections::VecDeque;

@@ -4,8 +4,16 @@ CARGO ?= cargo
 ARGS ?=
 # The database `make run` uses when neither --db-uri (in ARGS) nor PROMGRES_DB_URI is given.
 LOCAL_DB_URI := postgresql://postgres@127.0.0.1:5432/promgres
+# `promgres --version` prints it.
+export PROMGRES_GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# `make install`: where to, and the binary to install (the static build by default).
+PREFIX ?= /usr/local
+DESTDIR ?=
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := target/$(STATIC_TARGET)/release/promgres
+BIN ?= $(STATIC_BIN)
 
-.PHONY: run build test lint fmt bench clean
+.PHONY: run build test lint fmt bench clean static install
 
 build:
 	$(CARGO) build --release
@@ -43,6 +51,23 @@ lint:
 
 fmt:
 	$(CARGO) fmt
+
+# One statically linked x86_64 binary (glibc linked in): `ldd` reports it as static.
+static:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --target $(STATIC_TARGET) --bin promgres
+	@ldd $(STATIC_BIN) 2>&1 | grep -Eq 'not a dynamic executable|statically linked' || { echo "$(STATIC_BIN) is not static"; exit 1; }
+	@echo "built $(STATIC_BIN): static"
+
+# Installs the binary, the systemd unit and a default environment file (kept if present).
+# `make install BIN=path` installs another build (the tests use the debug one).
+install: $(if $(filter $(STATIC_BIN),$(BIN)),static,)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/promgres
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local/bin/promgres|$(PREFIX)/bin/promgres|' scripts/promgres.service > $(DESTDIR)/etc/systemd/system/promgres.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/promgres.service
+	@if [ -e $(DESTDIR)/etc/default/promgres ]; then echo "keeping $(DESTDIR)/etc/default/promgres"; \
+	 else install -D -m 0640 scripts/promgres.env $(DESTDIR)/etc/default/promgres; fi
+	@echo "installed; then: systemctl daemon-reload && systemctl enable --now promgres"
 
 clean:
 	$(CARGO) clean

@@ -44,6 +44,11 @@ pub struct Args {
     #[argh(option, default = "String::from(\"30d\")")]
     pub max_sample_age: String,
 
+    /// drop sample data older than this (whole daily partitions, e.g. 90d); also caps
+    /// --max-sample-age (default: keep everything)
+    #[argh(option)]
+    pub retention: Option<String>,
+
     /// series ids cached in memory (about 40 bytes each); past this the cache starts over
     /// (default 10000000)
     #[argh(option, default = "10_000_000")]
@@ -145,6 +150,7 @@ pub struct Config {
     pub db_writers: usize,
     pub max_request_bytes: usize,
     pub max_sample_age: Duration,
+    pub retention: Option<Duration>,
     pub series_cache_max: usize,
     pub queue_capacity: usize,
     pub write_timeout: Duration,
@@ -171,6 +177,7 @@ impl Config {
             db_writers: 2,
             max_request_bytes: 32 << 20,
             max_sample_age: Duration::from_secs(30 * 86_400),
+            retention: None,
             series_cache_max: 10_000_000,
             queue_capacity: 64,
             write_timeout: Duration::from_secs(25),
@@ -303,6 +310,20 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     }
     let max_sample_age =
         parse_duration(&args.max_sample_age).map_err(|e| format!("--max-sample-age: {e}"))?;
+    let retention = match args.retention.as_deref() {
+        None => None,
+        Some(text) => {
+            let d = parse_duration(text).map_err(|e| format!("--retention: {e}"))?;
+            if d < Duration::from_secs(86_400) {
+                return Err(
+                    "--retention must be at least 1d (data is kept in daily partitions)".into(),
+                );
+            }
+            Some(d)
+        }
+    };
+    // Samples older than the retention would land in partitions about to be dropped.
+    let max_sample_age = retention.map_or(max_sample_age, |r| max_sample_age.min(r));
     Ok(Config {
         command,
         listen,
@@ -310,6 +331,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         db_writers: args.db_writers,
         max_request_bytes: args.max_request_bytes,
         max_sample_age,
+        retention,
         series_cache_max: args.series_cache_max.max(1),
         queue_capacity: args.queue_capacity.max(1),
         write_timeout,
@@ -399,6 +421,14 @@ mod tests {
         );
         let with_ha = [&both[..], &["--high-availability"][..]].concat();
         assert!(parse(&with_ha).is_err_and(|e| e.contains("exclude each other")));
+        let kept = parse(&["--retention", "7d"]).expect("valid");
+        assert_eq!(kept.retention, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(
+            kept.max_sample_age,
+            Duration::from_secs(7 * 86_400),
+            "capped by retention"
+        );
+        assert!(parse(&["--retention", "2h"]).is_err());
     }
 
     #[test]
@@ -410,5 +440,21 @@ mod tests {
         .expect("valid");
         assert_eq!(c.db.get_ports(), &[6543]);
         assert_eq!(c.db.get_dbname(), Some("x"));
+        // A multi-host URI for PostgreSQL failover (docs/scaling.md).
+        let args = Args::from_args(
+            &["promgres"],
+            &[
+                "--db-uri",
+                "postgresql://p@db1:5432,db2:5433/m?target_session_attrs=read-write",
+            ],
+        )
+        .expect("args");
+        let c = from_args(args, |_| None).expect("valid");
+        assert_eq!(c.db.get_hosts().len(), 2);
+        assert_eq!(c.db.get_ports(), &[5432, 5433]);
+        assert_eq!(
+            c.db.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        );
     }
 }

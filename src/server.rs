@@ -163,9 +163,10 @@ impl Server {
         };
         let maintenance = {
             let (control, shared, stopping) = (control.clone(), shared.clone(), stopping.clone());
+            let retention = config.retention;
             std::thread::Builder::new()
                 .name("promgres-maintenance".into())
-                .spawn(move || maintenance_loop(&control, &shared, &stopping))
+                .spawn(move || maintenance_loop(&control, &shared, retention, &stopping))
                 .map_err(|e| format!("cannot start maintenance thread: {e}"))?
         };
 
@@ -318,18 +319,47 @@ fn join_within(limit: Duration, f: impl FnOnce() + Send + 'static) -> bool {
     done_rx.recv_timeout(limit).is_ok()
 }
 
-fn maintenance_loop(control: &Control, shared: &Shared, stopping: &AtomicBool) {
-    let mut last = Instant::now();
+fn maintenance_loop(
+    control: &Control,
+    shared: &Shared,
+    retention: Option<Duration>,
+    stopping: &AtomicBool,
+) {
+    // Retention runs at start-up too; partitions were just created by Server::start.
+    let mut last: Option<Instant> = None;
     while !stopping.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        if last.elapsed() < MAINTENANCE_INTERVAL {
+        if last.is_some_and(|l| l.elapsed() < MAINTENANCE_INTERVAL) {
+            std::thread::sleep(Duration::from_millis(200));
             continue;
         }
-        last = Instant::now();
-        if let Err(e) =
-            control.with_client(|c| writer::prepare_partitions(c, shared, http::now_ms()))
-        {
-            log::warn!("maintenance: cannot create partitions ahead: {e}");
+        if last.is_some() {
+            if let Err(e) =
+                control.with_client(|c| writer::prepare_partitions(c, shared, http::now_ms()))
+            {
+                log::warn!("maintenance: cannot create partitions ahead: {e}");
+            }
         }
+        last = Some(Instant::now());
+        if let Some(retention) = retention {
+            apply_retention(control, shared, retention, http::now_ms());
+        }
+    }
+}
+
+/// Drops the partitions older than `retention` and forgets them in the writers' cache.
+pub fn apply_retention(control: &Control, shared: &Shared, retention: Duration, now_ms: i64) {
+    let keep_from_ms = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let keep_from_day = i32::try_from(keep_from_ms.div_euclid(86_400_000)).unwrap_or(i32::MIN);
+    match control.with_client(|c| store::drop_partitions_before(c, keep_from_day)) {
+        Ok(dropped) if dropped.is_empty() => {}
+        Ok(dropped) => {
+            log::info!("retention: dropped partitions {}", dropped.join(", "));
+            shared
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|day| *day >= keep_from_day);
+        }
+        Err(e) => log::warn!("retention: cannot drop old partitions: {e}"),
     }
 }

@@ -637,6 +637,63 @@ impl crate::ha::LeaseStore for PgLeaseStore {
     }
 }
 
+/// Key of the advisory lock that lets one instance at a time apply retention.
+const RETENTION_LOCK_KEY: i64 = 0x7072_6f6d_7265_7465; // "promrete"
+
+/// Drops the sample partitions whose whole day lies before `keep_from_day` (days since
+/// 1970-01-01 UTC) and returns their names. Each is first detached CONCURRENTLY, which takes
+/// only a SHARE UPDATE EXCLUSIVE lock on promgres.samples, so ingest and reads go on; then the
+/// detached table is dropped. One instance at a time (a session advisory lock); others skip.
+pub fn drop_partitions_before(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RETENTION_LOCK_KEY])?
+        .try_get(0)?;
+    if !locked {
+        return Ok(Vec::new());
+    }
+    let result = drop_old(client, keep_from_day);
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_LOCK_KEY]);
+    let dropped = result?;
+    unlock?;
+    Ok(dropped)
+}
+
+fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
+    // Partitions are named samples_YYYYMMDD after their day; detached-but-pending ones
+    // (an interrupted earlier run) are still listed by pg_inherits and finished first.
+    let rows = client.query(
+        "SELECT c.relname, (to_date(substr(c.relname, 9), 'YYYYMMDD') - DATE '1970-01-01')::int4,
+                i.inhdetachpending
+           FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE i.inhparent = 'promgres.samples'::regclass
+            AND n.nspname = 'promgres_partitions'
+            AND c.relname ~ '^samples_[0-9]{8}$'
+          ORDER BY 2",
+        &[],
+    )?;
+    let mut dropped = Vec::new();
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let day: i32 = row.try_get(1)?;
+        let pending: bool = row.try_get(2)?;
+        if day >= keep_from_day {
+            break;
+        }
+        // Names come from pg_class and match samples_[0-9]{8}: safe to quote as identifiers.
+        let detach = if pending {
+            format!("ALTER TABLE promgres.samples DETACH PARTITION promgres_partitions.\"{name}\" FINALIZE")
+        } else {
+            format!("ALTER TABLE promgres.samples DETACH PARTITION promgres_partitions.\"{name}\" CONCURRENTLY")
+        };
+        client.batch_execute(&detach)?;
+        client.batch_execute(&format!("DROP TABLE promgres_partitions.\"{name}\""))?;
+        dropped.push(name);
+    }
+    Ok(dropped)
+}
+
 /// A label matcher of a remote-read query, already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Matcher {

@@ -1,0 +1,122 @@
+//! Retention: with `--retention`, the maintenance thread drops whole daily partitions older
+//! than the retention (detached concurrently, so ingest goes on), keeps the rest, and samples
+//! older than the retention are refused at the door.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn partitions(c: &mut postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'promgres.samples'::regclass ORDER BY 1",
+        &[],
+    )
+    .expect("partitions")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn old_partitions_are_dropped_and_recent_data_stays() {
+    let db = TestDb::new("retention");
+    promgres::server::migrate(&db.config()).expect("migrate");
+    let mut c = db.client();
+    let today = now_ms().div_euclid(86_400_000) as i32;
+    // Fake old data: partitions 10 and 5 days ago with a row each, and one for yesterday.
+    promgres::store::ensure_partitions(&mut c, &[today - 10, today - 5, today - 1])
+        .expect("partitions");
+    c.batch_execute(
+        "INSERT INTO promgres.samples VALUES
+             (-1, now() - interval '10 days', 1), (-1, now() - interval '5 days', 2),
+             (-1, now() - interval '1 day', 3)",
+    )
+    .expect("old rows");
+    let old: Vec<String> = [today - 10, today - 5]
+        .iter()
+        .map(|d| {
+            c.query_one(
+                "SELECT 'samples_' || to_char(DATE '1970-01-01' + $1::int4, 'YYYYMMDD')",
+                &[d],
+            )
+            .expect("name")
+            .get(0)
+        })
+        .collect();
+    // A long-running read must not stop retention or ingest.
+    let mut reader = db.client();
+    let mut read_tx = reader.transaction().expect("begin");
+    read_tx
+        .query("SELECT count(*) FROM prom_samples", &[])
+        .expect("read");
+
+    let run = {
+        let mut config = promgres::config::Config::for_database(db.config());
+        config.retention = Some(Duration::from_secs(3 * 86_400));
+        config.max_sample_age = Duration::from_secs(3 * 86_400);
+        promgres::server::Server::start(&config).expect("start")
+    };
+    // Ingest goes on while the reader holds its snapshot.
+    let t = now_ms() - 60_000;
+    let reply = post_write(run.addr(), &encode(&node_like(10, t, 1.0, "user")));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    read_tx.rollback().expect("end read");
+
+    let gone = wait_for(Duration::from_secs(30), || {
+        let p = partitions(&mut c);
+        old.iter().all(|o| !p.contains(o)).then_some(p)
+    });
+    let left =
+        gone.unwrap_or_else(|| panic!("old partitions still there: {:?}", partitions(&mut c)));
+    assert!(
+        left.iter()
+            .any(|p| p.ends_with(&chrono_free_day(today - 1))),
+        "yesterday kept: {left:?}"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM promgres.samples WHERE series_id = -1 AND value = 3"
+        ),
+        1,
+        "recent data kept"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM promgres.samples WHERE series_id = -1 AND value IN (1, 2)"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM promgres.samples WHERE series_id <> -1"
+        ),
+        10,
+        "ingest went on"
+    );
+    // Samples older than the retention are refused, not written into a dropped day.
+    let reply = post_write(
+        run.addr(),
+        &encode(&node_like(1, now_ms() - 4 * 86_400_000, 1.0, "user")),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(run.shutdown(Duration::from_secs(10)));
+}
+
+/// YYYYMMDD of a day number, via PostgreSQL-free arithmetic (civil from days).
+fn chrono_free_day(days: i32) -> String {
+    let z = i64::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}

@@ -5,6 +5,8 @@
 #   pg-scratch.sh start DIR PORT   initdb DIR if needed, start on 127.0.0.1:PORT
 #   pg-scratch.sh stop DIR         fast shutdown (no-op if not running)
 #   pg-scratch.sh destroy DIR      stop if running, then rm -rf DIR
+#   pg-scratch.sh replica DIR PORT PRIMARY_PORT  streaming replica of PRIMARY_PORT, on PORT
+#   pg-scratch.sh promote DIR      promote a replica to primary
 #
 # Superuser is `postgres`, auth is trust, the unix socket lives in DIR.
 # Silent on success; loud (with the server log) on failure.
@@ -13,7 +15,7 @@
 set -euo pipefail
 
 die() { echo "pg-scratch: ERROR: $*" >&2; exit 1; }
-usage() { die "usage: $0 start DIR PORT | stop DIR | destroy DIR"; }
+usage() { die "usage: $0 start DIR PORT | replica DIR PORT PRIMARY_PORT | promote DIR | stop DIR | destroy DIR"; }
 
 [ $# -ge 2 ] || usage
 CMD="$1"
@@ -90,6 +92,27 @@ EOF
     { echo "$OUT" >&2; show_log; die "could not start scratch server in $DIR on port $PORT"; }
   "$BINDIR/pg_isready" -q -h 127.0.0.1 -p "$PORT" -t 10 ||
     { show_log; die "scratch server in $DIR started but does not answer on 127.0.0.1:$PORT"; }
+  ;;
+
+replica)
+  # A streaming replica of the scratch server on PRIMARY_PORT, started on PORT.
+  [ $# -eq 4 ] || usage
+  PORT="$3"; PRIMARY_PORT="$4"
+  [ ! -e "$DIR/PG_VERSION" ] || die "$DIR already holds a cluster"
+  mkdir -p "$DIR"
+  [ "${#AS[@]}" -eq 0 ] || chown postgres: "$DIR"
+  chmod 700 "$DIR"
+  OUT="$("${AS[@]}" "$BINDIR/pg_basebackup" -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres \
+    -D "$DIR" -R -X stream --checkpoint=fast --no-sync 2>&1)" || { echo "$OUT" >&2; die "pg_basebackup from port $PRIMARY_PORT failed"; }
+  # The copied configuration names the primary's socket directory; later lines win.
+  printf "unix_socket_directories = '%s'\nhot_standby = on\n" "$DIR" | "${AS[@]}" tee -a "$DIR/postgresql.conf" >/dev/null
+  OUT="$(pgctl -l "$LOG" -o "-p $PORT" -w -t 30 -s start 2>&1)" ||
+    { echo "$OUT" >&2; show_log; die "could not start replica in $DIR on port $PORT"; }
+  ;;
+
+promote)
+  [ $# -eq 2 ] || usage
+  OUT="$(pgctl -w -t 30 promote 2>&1)" || { echo "$OUT" >&2; show_log; die "could not promote $DIR"; }
   ;;
 
 stop)

@@ -6,63 +6,14 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-struct ScratchPg {
-    dir: TempDir,
-    port: u16,
-}
-
-impl ScratchPg {
-    fn script(args: &[&str]) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-scratch.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .args(args)
-            .output()
-            .expect("run pg-scratch.sh");
-        assert!(
-            out.status.success(),
-            "pg-scratch.sh {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    fn start(&self) {
-        Self::script(&[
-            "start",
-            &self.dir.0.to_string_lossy(),
-            &self.port.to_string(),
-        ]);
-    }
-    fn stop(&self) {
-        Self::script(&["stop", &self.dir.0.to_string_lossy()]);
-    }
-}
-
-impl Drop for ScratchPg {
-    fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-scratch.sh");
-        let _ = Command::new("bash")
-            .arg(script)
-            .args(["destroy", &self.dir.0.to_string_lossy()])
-            .output();
-    }
-}
-
 #[test]
 fn database_stopped_mid_run_gives_503_then_recovers_without_restart() {
-    let pg = ScratchPg {
-        dir: TempDir::new("outage"),
-        port: free_port(),
-    };
-    pg.start();
-    let db = TestDb::on(
-        &format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port),
-        "outage",
-    );
+    let pg = ScratchPg::new("outage");
+    let db = TestDb::on(&pg.admin_uri(), "outage");
     let mut config = promgres::config::Config::for_database(db.config());
     config.write_timeout = Duration::from_secs(10);
     let server = promgres::server::Server::start(&config).expect("start");
@@ -175,15 +126,8 @@ fn log_line(s: &str) {
 
 #[test]
 fn async_acks_survive_an_outage_by_retrying() {
-    let pg = ScratchPg {
-        dir: TempDir::new("outage_async"),
-        port: free_port(),
-    };
-    pg.start();
-    let db = TestDb::on(
-        &format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port),
-        "outage_async",
-    );
+    let pg = ScratchPg::new("outage_async");
+    let db = TestDb::on(&pg.admin_uri(), "outage_async");
     let mut config = promgres::config::Config::for_database(db.config());
     config.async_acks = true;
     config.queue_capacity = 1000;

@@ -402,3 +402,83 @@ impl Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// A private PostgreSQL server (scripts/pg-scratch.sh), for tests that stop, restart or
+/// promote the database without disturbing the shared one; destroyed on drop.
+pub struct ScratchPg {
+    pub dir: TempDir,
+    pub port: u16,
+}
+
+impl ScratchPg {
+    pub fn script(args: &[&str]) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-scratch.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("run pg-scratch.sh");
+        assert!(
+            out.status.success(),
+            "pg-scratch.sh {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A new server (initdb) listening on a free port.
+    pub fn new(tag: &str) -> ScratchPg {
+        let pg = ScratchPg {
+            dir: TempDir::new(tag),
+            port: free_port(),
+        };
+        pg.start();
+        pg
+    }
+
+    /// A streaming replica of `primary`, running on a free port.
+    pub fn replica_of(primary: &ScratchPg, tag: &str) -> ScratchPg {
+        let pg = ScratchPg {
+            dir: TempDir::new(tag),
+            port: free_port(),
+        };
+        let dir = pg.data_dir();
+        Self::script(&[
+            "replica",
+            &dir,
+            &pg.port.to_string(),
+            &primary.port.to_string(),
+        ]);
+        pg
+    }
+
+    fn data_dir(&self) -> String {
+        // A subdirectory: pg_basebackup wants to create or own it.
+        self.dir.0.join("data").to_string_lossy().into_owned()
+    }
+
+    pub fn start(&self) {
+        Self::script(&["start", &self.data_dir(), &self.port.to_string()]);
+    }
+
+    pub fn stop(&self) {
+        Self::script(&["stop", &self.data_dir()]);
+    }
+
+    pub fn promote(&self) {
+        Self::script(&["promote", &self.data_dir()]);
+    }
+
+    pub fn admin_uri(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for ScratchPg {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-scratch.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .args(["destroy", &self.data_dir()])
+            .output();
+    }
+}

@@ -602,31 +602,10 @@ mod wire {
         buf: &[u8],
         mut on_field: impl FnMut(u64, &[u8]) -> Result<(), DecodeError>,
     ) -> Result<(), DecodeError> {
-        let mut pos = 0;
-        while pos < buf.len() {
-            let key = varint(buf, &mut pos)?;
-            match key & 7 {
-                0 => {
-                    varint(buf, &mut pos)?;
-                }
-                1 => pos = pos.checked_add(8).ok_or_else(|| bad("overflow"))?,
-                5 => pos = pos.checked_add(4).ok_or_else(|| bad("overflow"))?,
-                2 => {
-                    let len = usize::try_from(varint(buf, &mut pos)?).map_err(|_| bad("length"))?;
-                    let end = pos
-                        .checked_add(len)
-                        .filter(|&e| e <= buf.len())
-                        .ok_or_else(|| bad("length past end"))?;
-                    on_field(key >> 3, &buf[pos..end])?;
-                    pos = end;
-                }
-                _ => return Err(bad("unsupported wire type")),
-            }
-            if pos > buf.len() {
-                return Err(bad("field past end"));
-            }
-        }
-        Ok(())
+        each_field(buf, |number, value| match value {
+            Field::Bytes(payload) => on_field(number, payload),
+            _ => Ok(()),
+        })
     }
 
     /// One field of a protobuf message.

@@ -70,6 +70,11 @@ impl SeriesCache {
         ids.capacity() * (std::mem::size_of::<(SeriesKey, i64)>() + 1)
     }
 
+    /// Forgets every id (series were removed in the database).
+    pub fn clear(&self) {
+        *self.ids.write().unwrap_or_else(|p| p.into_inner()) = HashMap::new();
+    }
+
     pub fn len(&self) -> usize {
         self.ids.read().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -91,6 +91,9 @@ pub struct Server {
     writers: Option<WriterPool>,
     maintenance: Option<JoinHandle<()>>,
     election: Option<JoinHandle<()>>,
+    retention: Option<Duration>,
+    control: Option<Arc<Control>>,
+    shared: Option<Arc<Shared>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -108,9 +111,16 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared::new(metrics.clone(), config.series_cache_max));
         let control = Arc::new(Control::new(&config.db, metrics.clone()));
+        let control_for_server = control.clone();
         control
             .with_client(|c| writer::prepare_partitions(c, &shared, http::now_ms()))
             .map_err(|e| format!("cannot create partitions: {e}"))?;
+        let generation = control
+            .with_client(store::series_generation)
+            .map_err(|e| format!("cannot read the series generation: {e}"))?;
+        shared
+            .series_generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
 
         let (queue, jobs) = Queue::new(config.queue_capacity, metrics.clone());
         let writers = WriterPool::start(config.db_writers, &config.db, jobs, shared.clone())
@@ -185,7 +195,7 @@ impl Server {
         let state = Arc::new(HttpState {
             queue: queue.clone(),
             metrics: metrics.clone(),
-            health: control,
+            health: control.clone(),
             limits: crate::decode::Limits::new(
                 config.max_request_bytes,
                 i64::try_from(config.max_sample_age.as_millis()).unwrap_or(i64::MAX),
@@ -229,12 +239,24 @@ impl Server {
             writers: Some(writers),
             maintenance: Some(maintenance),
             election: election.take().or(advisory_thread),
+            retention: config.retention,
+            control: Some(control_for_server),
+            shared: Some(shared),
             metrics,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Runs the retention pass now (it also runs at start-up and every 10 minutes).
+    pub fn apply_retention_now(&self) {
+        if let (Some(retention), Some(control), Some(shared)) =
+            (self.retention, &self.control, &self.shared)
+        {
+            apply_retention(control, shared, retention, http::now_ms());
+        }
     }
 
     /// Stops accepting requests, lets in-flight ones finish, drains the queue into PostgreSQL
@@ -361,5 +383,11 @@ pub fn apply_retention(control: &Control, shared: &Shared, retention: Duration, 
                 .retain(|day| *day >= keep_from_day);
         }
         Err(e) => log::warn!("retention: cannot drop old partitions: {e}"),
+    }
+    let older_than_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    match control.with_client(|c| store::remove_empty_series(c, older_than_ms)) {
+        Ok(0) => {}
+        Ok(n) => log::info!("retention: removed {n} series with no samples left"),
+        Err(e) => log::warn!("retention: cannot remove empty series: {e}"),
     }
 }

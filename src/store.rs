@@ -14,6 +14,10 @@ use std::io::Write;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_ha", include_str!("../migrations/0002_ha.sql")),
+    (
+        "0003_series_generation",
+        include_str!("../migrations/0003_series_generation.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
@@ -54,6 +58,23 @@ impl StoreError {
                 "advisory lock {key} is no longer held by this instance's lock session"
             ),
         }
+    }
+
+    /// Series were removed since the writer resolved its ids: the new generation is in the
+    /// message's place, see [`StoreError::moved_generation`].
+    fn generation_moved(generation: i64) -> Self {
+        StoreError {
+            connection_lost: false,
+            sqlstate: Some(GENERATION_MOVED.to_string()),
+            message: generation.to_string(),
+        }
+    }
+
+    /// The new series generation, when this error says series were removed.
+    pub fn moved_generation(&self) -> Option<i64> {
+        (self.sqlstate.as_deref() == Some(GENERATION_MOVED))
+            .then(|| self.message.parse().ok())
+            .flatten()
     }
 
     pub fn is_lock_lost(&self) -> bool {
@@ -110,6 +131,12 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A SQLSTATE-like code of promgres's own for a lost advisory lock (class PL is unused by
 /// PostgreSQL).
 const LOCK_LOST: &str = "PL001";
+/// ... and for a series generation that moved (series were removed; caches must reset).
+const GENERATION_MOVED: &str = "PL002";
+
+/// Advisory lock key guarding series removal: writers hold it shared while they insert, the
+/// cleanup exclusively while it deletes.
+const SERIES_REMOVAL_LOCK_KEY: i64 = 0x7072_6f6d_7365_7269; // "promseri"
 
 pub fn connect(config: &postgres::Config) -> Result<Client> {
     Ok(config.connect(NoTls)?)
@@ -333,14 +360,15 @@ pub struct Fence<'a> {
 /// commit, so a hand-over (which locks them FOR UPDATE) happens wholly before or after.
 pub fn insert_samples(
     client: &mut Client,
+    generation: i64,
     locks: &[LockFence],
     fences: &[Fence],
     build: &dyn Fn(&[bool]) -> Vec<u8>,
 ) -> Result<(InsertPath, Vec<bool>)> {
-    match insert_attempt(client, locks, fences, build, false) {
+    match insert_attempt(client, generation, locks, fences, build, false) {
         Ok(held) => Ok((InsertPath::Copy, held)),
         Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
-            let held = insert_attempt(client, locks, fences, build, true)?;
+            let held = insert_attempt(client, generation, locks, fences, build, true)?;
             Ok((InsertPath::Deduplicated, held))
         }
         Err(e) => Err(e),
@@ -349,12 +377,25 @@ pub fn insert_samples(
 
 fn insert_attempt(
     client: &mut Client,
+    generation: i64,
     locks: &[LockFence],
     fences: &[Fence],
     build: &dyn Fn(&[bool]) -> Vec<u8>,
     deduplicate: bool,
 ) -> Result<Vec<bool>> {
     let mut tx = client.transaction()?;
+    // The series ids were resolved under `generation`; if series were removed since, they
+    // may name deleted rows.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1)",
+        &[&SERIES_REMOVAL_LOCK_KEY],
+    )?;
+    let current: i64 = tx
+        .query_one("SELECT generation FROM promgres.series_generation", &[])?
+        .try_get(0)?;
+    if current != generation {
+        return Err(StoreError::generation_moved(current));
+    }
     for lock in locks {
         check_lock(&mut tx, *lock)?;
     }
@@ -692,6 +733,53 @@ fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
         dropped.push(name);
     }
     Ok(dropped)
+}
+
+/// The current series generation (see migrations/0003_series_generation.sql).
+pub fn series_generation(client: &mut Client) -> Result<i64> {
+    Ok(client
+        .query_one("SELECT generation FROM promgres.series_generation", &[])?
+        .try_get(0)?)
+}
+
+/// Removes series that have had no sample for `older_than` and have none left (their
+/// partitions were dropped), and returns how many. Candidates are found without locks; they
+/// are re-checked and deleted under the exclusive removal lock, which waits for writers in
+/// flight, and the series generation is bumped so every instance's cache resets.
+pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u64> {
+    let candidates: Vec<i64> = client
+        .query(
+            "SELECT s.id FROM promgres.series s
+              WHERE s.created_at < now() - $1::int8 * interval '1 millisecond'
+                AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
+              LIMIT 100000",
+            &[&older_than_ms],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&SERIES_REMOVAL_LOCK_KEY],
+    )?;
+    let removed = tx.execute(
+        "DELETE FROM promgres.series s
+          WHERE s.id = ANY($1)
+            AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)",
+        &[&candidates],
+    )?;
+    if removed > 0 {
+        tx.execute(
+            "UPDATE promgres.series_generation SET generation = generation + 1",
+            &[],
+        )?;
+    }
+    tx.commit()?;
+    Ok(removed)
 }
 
 /// A label matcher of a remote-read query, already validated.

@@ -29,6 +29,8 @@ pub struct Shared {
     pub metric_views: Mutex<HashSet<String>>,
     /// Days (since 1970-01-01 UTC) whose partition is known to exist.
     pub partitions: Mutex<HashSet<i32>>,
+    /// The series generation the cached ids belong to (-1: not known yet).
+    pub series_generation: std::sync::atomic::AtomicI64,
     pub metrics: Arc<Metrics>,
 }
 
@@ -38,6 +40,7 @@ impl Shared {
             series: SeriesCache::new(series_cache_max),
             metric_views: Mutex::new(HashSet::new()),
             partitions: Mutex::new(HashSet::new()),
+            series_generation: std::sync::atomic::AtomicI64::new(-1),
             metrics,
         }
     }
@@ -263,7 +266,15 @@ impl Writer {
             return Err(StoreError::internal("no connection"));
         };
         let started = Instant::now();
-        let result = write_jobs(client, &self.shared, jobs);
+        let mut result = write_jobs(client, &self.shared, jobs);
+        if let Some(generation) = result.as_ref().err().and_then(StoreError::moved_generation) {
+            // Series were removed (or this is the first write): the cached ids may be stale.
+            self.shared.series.clear();
+            self.shared
+                .series_generation
+                .store(generation, std::sync::atomic::Ordering::SeqCst);
+            result = write_jobs(client, &self.shared, jobs);
+        }
         match &result {
             Ok((stored, _)) => {
                 metrics.commit_duration.observe(started.elapsed());
@@ -321,6 +332,10 @@ fn write_jobs(
     if all.is_empty() {
         return Ok((0, committed));
     }
+    // Read before resolving: ids cached or created from here on belong to this generation.
+    let generation = shared
+        .series_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
     let ids = resolve_ids(client, shared, &all)?;
     let mut ids = ids.into_iter();
     let mut days = HashSet::new();
@@ -379,7 +394,7 @@ fn write_jobs(
         rows.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
         store::encode_copy(&rows)
     };
-    let (path, held) = match store::insert_samples(client, &locks, &fences, &build) {
+    let (path, held) = match store::insert_samples(client, generation, &locks, &fences, &build) {
         Err(e) if store::is_missing_partition(&e) => {
             // A partition we believed in is gone (dropped by retention or by hand): forget
             // what we knew and try once more.
@@ -389,7 +404,7 @@ fn write_jobs(
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             ensure_partitions(client, shared, &days)?;
-            store::insert_samples(client, &locks, &fences, &build)?
+            store::insert_samples(client, generation, &locks, &fences, &build)?
         }
         other => other?,
     };

@@ -120,3 +120,54 @@ fn chrono_free_day(days: i32) -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}{m:02}{d:02}")
 }
+
+#[test]
+fn series_left_without_samples_are_removed_and_come_back_cleanly() {
+    let db = TestDb::new("series_gc");
+    let mut config = promgres::config::Config::for_database(db.config());
+    config.retention = Some(Duration::from_secs(3 * 86_400));
+    config.max_sample_age = Duration::from_secs(3 * 86_400);
+    let server = promgres::server::Server::start(&config).expect("start");
+    let mut c = db.client();
+    let t = now_ms() - 60_000;
+    assert_eq!(
+        post_write(server.addr(), &encode(&node_like(3, t, 1.0, "gc"))).status,
+        204
+    );
+    // Make the three series look abandoned: old, and their samples gone with dropped days.
+    c.batch_execute(
+        "UPDATE promgres.series SET created_at = now() - interval '30 days';
+         DELETE FROM promgres.samples;",
+    )
+    .expect("age the series");
+    server.apply_retention_now();
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM prom_series"),
+        0,
+        "removed"
+    );
+    assert_eq!(
+        count(&mut c, "SELECT generation FROM promgres.series_generation"),
+        1
+    );
+    // The instance still has their ids cached; a new sample must not be written under a
+    // deleted id but re-create the series.
+    assert_eq!(
+        post_write(server.addr(), &encode(&node_like(3, t + 1000, 2.0, "gc"))).status,
+        204
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM prom_series"), 3);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM prom_samples p WHERE NOT EXISTS (SELECT 1 FROM prom_series s WHERE s.series_id = p.series_id)"),
+        0,
+        "no sample points at a deleted series"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM prom_samples p JOIN prom_series s USING (series_id)"
+        ),
+        3
+    );
+    assert!(server.shutdown(Duration::from_secs(10)));
+}

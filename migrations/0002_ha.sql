@@ -90,8 +90,10 @@ BEGIN
     END IF;
     SELECT max(max_time), max(last_write_at) INTO newest, last_write
       FROM promgres.ha_progress WHERE cluster = c AND term = l.term;
+    -- clock_timestamp(), not now(): this statement may have waited for writers' commits,
+    -- whose progress rows record the time they wrote.
     IF min_silence IS NOT NULL
-       AND greatest(l.leader_since, last_write) > now() - min_silence THEN
+       AND greatest(l.leader_since, last_write) > clock_timestamp() - min_silence THEN
         RETURN QUERY SELECT * FROM promgres.ha_leases WHERE cluster = c;
         RETURN;
     END IF;

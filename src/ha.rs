@@ -151,6 +151,9 @@ struct Inner {
     store: Box<dyn LeaseStore>,
     views: HashMap<String, ClusterView>,
     buffer: StandbyBuffer,
+    /// Buffered samples of a new leader, taken out of the buffer by a call that then failed:
+    /// handed out by the next call, so they are stored late rather than lost.
+    pending: Vec<FencedGroup>,
 }
 
 /// The HA stage and the election it runs. Shared by the HTTP handlers and the election thread.
@@ -188,6 +191,7 @@ impl Election {
                 store,
                 views: HashMap::new(),
                 buffer: StandbyBuffer::new(config.buffer_bytes),
+                pending: Vec::new(),
             }),
             config,
             clock,
@@ -241,13 +245,36 @@ impl Election {
             }
         }
         let mut inner = self.lock();
+        let mut result = Ok(());
         for ((cluster, replica), series) in groups {
-            self.route_group(&mut inner, &cluster, &replica, series, now, &mut routed)?;
+            result = self.route_group(&mut inner, &cluster, &replica, series, now, &mut routed);
+            if result.is_err() {
+                break;
+            }
         }
         self.metrics
             .ha_buffer_bytes
             .set(inner.buffer.bytes() as i64);
-        Ok(routed)
+        Self::settle(&mut inner, result, routed)
+    }
+
+    /// Hands out the flushes of a call, and those of earlier failed calls; when this call
+    /// failed, keeps its flushes for the next one.
+    fn settle(
+        inner: &mut Inner,
+        result: Result<(), HaError>,
+        mut routed: Routed,
+    ) -> Result<Routed, HaError> {
+        match result {
+            Ok(()) => {
+                routed.flushes.append(&mut inner.pending);
+                Ok(routed)
+            }
+            Err(e) => {
+                inner.pending.append(&mut routed.flushes);
+                Err(e)
+            }
+        }
     }
 
     /// Routes series whose fenced commit failed (the leader changed meanwhile) again, with the
@@ -256,16 +283,18 @@ impl Election {
         let now = self.clock.now_ms();
         let mut routed = Routed::default();
         let mut inner = self.lock();
-        self.refresh(&mut inner, &group.cluster, now, &mut routed.flushes)?;
-        self.route_group(
+        if let Err(e) = self.refresh(&mut inner, &group.cluster, now, &mut routed.flushes) {
+            return Self::settle(&mut inner, Err(e), routed);
+        }
+        let result = self.route_group(
             &mut inner,
             &group.cluster,
             &group.replica,
             group.series,
             now,
             &mut routed,
-        )?;
-        Ok(routed)
+        );
+        Self::settle(&mut inner, result, routed)
     }
 
     fn route_group(
@@ -518,6 +547,7 @@ impl Election {
         self.metrics
             .ha_buffer_bytes
             .set(inner.buffer.bytes() as i64);
+        flushes.append(&mut inner.pending);
         match first_error {
             Some(e) if flushes.is_empty() => Err(e),
             _ => Ok(flushes),
@@ -594,6 +624,7 @@ impl Election {
             .change_leader(cluster, &leader, replica, None, "operator hand-over")
             .map_err(HandOverError::Store)?;
         self.adopt(&mut inner, lease.clone(), now, &mut flushes);
+        flushes.append(&mut inner.pending);
         Ok((lease, flushes))
     }
 

@@ -35,10 +35,15 @@ struct FakeDb {
 struct FakeStore {
     db: Arc<Mutex<FakeDb>>,
     clock: Arc<ManualClock>,
+    /// Makes the next get_or_create fail, like a database hiccup.
+    fail_next_create: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LeaseStore for FakeStore {
     fn get_or_create(&mut self, cluster: &str, replica: &str) -> Result<Lease, StoreError> {
+        if self.fail_next_create.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::internal("injected failure"));
+        }
         let now = self.clock.now_ms();
         let mut db = self.db.lock().unwrap();
         if !db.leases.contains_key(cluster) {
@@ -151,6 +156,7 @@ impl Sim {
         let store = FakeStore {
             db: Arc::default(),
             clock: clock.clone(),
+            fail_next_create: Arc::default(),
         };
         let metrics = Arc::new(Metrics::default());
         let config = HaConfig {
@@ -661,4 +667,75 @@ fn a_request_mixing_clusters_and_replicas_is_routed_per_series() {
         .iter()
         .flat_map(|g| &g.series)
         .all(|s| s.labels.get("__replica__").is_none()));
+}
+
+#[test]
+fn buffered_samples_survive_a_failed_request_that_learned_of_the_failover() {
+    let sim = Sim::new(2, 1 << 20);
+    sim.run(20, &[("a", 0), ("b", 400)]);
+    // a dies; b's scrapes alternate between the instances, only instance 0 ticks. Stop right
+    // after the tick that hands over: instance 1 still holds its half of b's samples in its
+    // buffer and has not heard.
+    for k in 0..60 {
+        let now = sim.now();
+        sim.send(k % 2, "c", "b", now + 400);
+        sim.advance(SCRAPE);
+        if now % TICK < SCRAPE {
+            sim.tick(0);
+            if sim.leader("c") == "b" {
+                break;
+            }
+        }
+    }
+    assert_eq!(sim.leader("c"), "b");
+    assert_eq!(sim.instances[1].leader_of("c"), Some("a".into()));
+    sim.advance(2 * SCRAPE);
+    let before = sim.stored("c", "up").len();
+    // Instance 1 learns of the change while routing a request that then fails (a new
+    // cluster's lease cannot be created): the buffered samples it took must not be lost.
+    sim.store.fail_next_create.store(true, Ordering::SeqCst);
+    let now = sim.now();
+    let request = proto::WriteRequest {
+        timeseries: [("c", "b"), ("zz", "z0")]
+            .iter()
+            .map(|(c, r)| proto::TimeSeries {
+                labels: vec![
+                    proto::Label {
+                        name: "__name__".into(),
+                        value: "up".into(),
+                    },
+                    proto::Label {
+                        name: "__replica__".into(),
+                        value: (*r).into(),
+                    },
+                    proto::Label {
+                        name: "cluster".into(),
+                        value: (*c).into(),
+                    },
+                ],
+                samples: vec![proto::Sample {
+                    value: 1.0,
+                    timestamp: now + 400,
+                }],
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let batch = validate(request, Limits::new(1 << 20, i64::MAX), now).expect("valid");
+    assert!(
+        sim.instances[1].route(batch).is_err(),
+        "the injected failure surfaces (503)"
+    );
+    assert_eq!(
+        sim.stored("c", "up").len(),
+        before,
+        "nothing stored by the failed request"
+    );
+    // The next election round of instance 1 hands the buffered samples out.
+    sim.tick(1);
+    let after = sim.stored("c", "up").len();
+    assert!(
+        after > before,
+        "buffered samples stored late, not lost: {before} -> {after}"
+    );
 }

@@ -552,14 +552,14 @@ fn record_progress(
         .collect();
     tx.execute(
         "INSERT INTO promgres.ha_progress (cluster, writer_pid, term, max_time, last_write_at)
-         SELECT c, pg_backend_pid(), t, timestamptz 'epoch' + m * interval '1 millisecond', now()
+         SELECT c, pg_backend_pid(), t, timestamptz 'epoch' + m * interval '1 millisecond', clock_timestamp()
            FROM unnest($1::text[], $2::int8[], $3::int8[]) AS x(c, t, m)
          ON CONFLICT (cluster, writer_pid) DO UPDATE
             SET max_time = CASE WHEN promgres.ha_progress.term = EXCLUDED.term
                                 THEN greatest(promgres.ha_progress.max_time, EXCLUDED.max_time)
                                 ELSE EXCLUDED.max_time END,
                 term = EXCLUDED.term,
-                last_write_at = now()",
+                last_write_at = clock_timestamp()",
         &[&clusters, &term_list, &maxes],
     )?;
     Ok(())

@@ -230,13 +230,6 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         return Err("--db-writers must be at least 1".into());
     }
     let ha = if args.high_availability {
-        let ms = |flag: &str, text: &str| -> Result<i64, String> {
-            let d = parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
-            if d.is_zero() {
-                return Err(format!("{flag} must be positive"));
-            }
-            Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        };
         for (flag, name) in [
             ("--ha-cluster-label", &args.ha_cluster_label),
             ("--ha-replica-label", &args.ha_replica_label),
@@ -251,8 +244,8 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         Some(crate::ha::HaConfig {
             cluster_label: args.ha_cluster_label,
             replica_label: args.ha_replica_label,
-            failover_timeout_ms: ms("--ha-failover-timeout", &args.ha_failover_timeout)?,
-            interval_ms: ms("--ha-election-interval", &args.ha_election_interval)?,
+            failover_timeout_ms: positive_ms("--ha-failover-timeout", &args.ha_failover_timeout)?,
+            interval_ms: positive_ms("--ha-election-interval", &args.ha_election_interval)?,
             buffer_bytes: args.ha_standby_buffer_bytes,
         })
     } else {
@@ -273,17 +266,10 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             if ha.is_some() {
                 return Err("--leader-election-pg-advisory-lock-id and --high-availability exclude each other: use one election".into());
             }
-            let ms = |flag: &str, text: &str| -> Result<i64, String> {
-                let d = parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
-                if d.is_zero() {
-                    return Err(format!("{flag} must be positive"));
-                }
-                Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            };
             Some(crate::advisory::AdvisoryConfig {
                 lock_id,
-                prometheus_timeout_ms: ms("--leader-election-pg-advisory-lock-prometheus-timeout", timeout)?,
-                interval_ms: ms("--leader-election-interval", &args.leader_election_interval)?,
+                prometheus_timeout_ms: positive_ms("--leader-election-pg-advisory-lock-prometheus-timeout", timeout)?,
+                interval_ms: positive_ms("--leader-election-interval", &args.leader_election_interval)?,
             })
         }
     };
@@ -345,6 +331,15 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             .min(args.read_concurrent_limit.max(1)),
         advisory,
     })
+}
+
+/// A positive duration flag in milliseconds.
+fn positive_ms(flag: &str, text: &str) -> Result<i64, String> {
+    let d = parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{flag} must be positive"));
+    }
+    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Parses durations such as `250ms`, `30s`, `5m`, `2h`, `90d`.

@@ -142,6 +142,25 @@ impl LeaseStore for FakeStore {
     }
 }
 
+/// One sample of an HA replica's series.
+fn ha_series(name: &str, cluster: &str, replica: &str, timestamp: i64) -> proto::TimeSeries {
+    let label = |n: &str, v: &str| proto::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    proto::TimeSeries {
+        labels: vec![
+            label("__name__", name),
+            label("__replica__", replica),
+            label("cluster", cluster),
+        ],
+        samples: vec![proto::Sample {
+            value: 1.0,
+            timestamp,
+        }],
+    }
+}
+
 /// Several promgres instances on one fake database.
 struct Sim {
     clock: Arc<ManualClock>,
@@ -260,26 +279,7 @@ impl Sim {
         let request = proto::WriteRequest {
             timeseries: samples
                 .iter()
-                .map(|(name, ts)| proto::TimeSeries {
-                    labels: vec![
-                        proto::Label {
-                            name: "__name__".into(),
-                            value: (*name).into(),
-                        },
-                        proto::Label {
-                            name: "__replica__".into(),
-                            value: replica.into(),
-                        },
-                        proto::Label {
-                            name: "cluster".into(),
-                            value: cluster.into(),
-                        },
-                    ],
-                    samples: vec![proto::Sample {
-                        value: 1.0,
-                        timestamp: *ts,
-                    }],
-                })
+                .map(|(name, ts)| ha_series(name, cluster, replica, *ts))
                 .collect(),
             metadata: vec![],
         };
@@ -623,26 +623,7 @@ fn a_request_mixing_clusters_and_replicas_is_routed_per_series() {
     let request = proto::WriteRequest {
         timeseries: [("x", "x0"), ("x", "x1"), ("y", "y0"), ("y", "y1")]
             .iter()
-            .map(|(c, r)| proto::TimeSeries {
-                labels: vec![
-                    proto::Label {
-                        name: "__name__".into(),
-                        value: "up".into(),
-                    },
-                    proto::Label {
-                        name: "__replica__".into(),
-                        value: (*r).into(),
-                    },
-                    proto::Label {
-                        name: "cluster".into(),
-                        value: (*c).into(),
-                    },
-                ],
-                samples: vec![proto::Sample {
-                    value: 1.0,
-                    timestamp: now + 1,
-                }],
-            })
+            .map(|(c, r)| ha_series("up", c, r, now + 1))
             .collect(),
         metadata: vec![],
     };
@@ -698,26 +679,7 @@ fn buffered_samples_survive_a_failed_request_that_learned_of_the_failover() {
     let request = proto::WriteRequest {
         timeseries: [("c", "b"), ("zz", "z0")]
             .iter()
-            .map(|(c, r)| proto::TimeSeries {
-                labels: vec![
-                    proto::Label {
-                        name: "__name__".into(),
-                        value: "up".into(),
-                    },
-                    proto::Label {
-                        name: "__replica__".into(),
-                        value: (*r).into(),
-                    },
-                    proto::Label {
-                        name: "cluster".into(),
-                        value: (*c).into(),
-                    },
-                ],
-                samples: vec![proto::Sample {
-                    value: 1.0,
-                    timestamp: now + 400,
-                }],
-            })
+            .map(|(c, r)| ha_series("up", c, r, now + 400))
             .collect(),
         metadata: vec![],
     };

@@ -80,6 +80,11 @@ pub struct Args {
     #[argh(option, default = "128")]
     pub http_threads: usize,
 
+    /// most HTTP connections open at once (each has a thread); further connections are
+    /// answered 503 and closed at once (default 1024)
+    #[argh(option, default = "1024")]
+    pub http_max_connections: usize,
+
     /// answer write requests once queued, before commit: faster, but samples acknowledged
     /// and not yet committed are lost if promgres or PostgreSQL crashes
     #[argh(switch)]
@@ -156,6 +161,7 @@ pub struct Config {
     pub write_timeout: Duration,
     pub http_read_timeout: Duration,
     pub http_threads: usize,
+    pub http_max_connections: usize,
     pub async_acks: bool,
     pub log_level: String,
     /// Some with --high-availability.
@@ -183,6 +189,7 @@ impl Config {
             write_timeout: Duration::from_secs(25),
             http_read_timeout: Duration::from_secs(60),
             http_threads: 32,
+            http_max_connections: 1024,
             async_acks: false,
             log_level: "info".into(),
             ha: None,
@@ -323,6 +330,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         write_timeout,
         http_read_timeout,
         http_threads: args.http_threads.max(1),
+        http_max_connections: args.http_max_connections.max(1),
         async_acks: args.async_acks,
         log_level: args.log_level,
         ha,

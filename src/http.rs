@@ -23,6 +23,27 @@ use tiny_http::{Header, Method, Request, Response};
 /// Seconds suggested to a sender in `Retry-After` on a 503.
 const RETRY_AFTER_SECS: u32 = 1;
 
+/// Stack of a connection thread: it only parses request heads (bodies are read and decoded on
+/// the handler threads), so a small stack keeps a thousand idle connections cheap.
+const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+
+/// How the listener bounds each accepted connection: socket timeouts (on accepted sockets;
+/// on the listener they would make accept() fail), the connection cap, and the request-head
+/// limits (8 KiB a line, 64 KiB and 100 fields a head; beyond: 431).
+pub fn connection_limits(config: &crate::config::Config) -> tiny_http::ConnectionLimits {
+    tiny_http::ConnectionLimits {
+        read_timeout: Some(config.http_read_timeout),
+        write_timeout: Some(config.http_read_timeout),
+        max_connections: config.http_max_connections,
+        head: tiny_http::HeadLimits {
+            max_line_bytes: 8 * 1024,
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+        },
+        thread_stack_bytes: Some(CONNECTION_STACK_BYTES),
+    }
+}
+
 /// Why a request was not answered with success.
 #[derive(Debug)]
 pub enum ApiError {
@@ -195,8 +216,10 @@ pub fn serve(server: &tiny_http::Server, state: &HttpState) {
         match server.recv_timeout(Duration::from_millis(100)) {
             Ok(Some(request)) => handle(request, state),
             Ok(None) => {}
+            // The accept loop keeps its errors to itself (counted in /metrics); nothing else
+            // is reported here, but never spin on one.
             Err(e) => {
-                log::warn!("HTTP accept failed: {e}");
+                log::debug!("HTTP receive failed: {e}");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

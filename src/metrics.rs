@@ -209,6 +209,8 @@ pub struct Metrics {
     pub advisory_losses: Counter,
     pub advisory_resignations: Counter,
     pub advisory_prometheus_silence_ms: Gauge,
+    /// The HTTP listener's own counts, read when rendering.
+    listener: std::sync::OnceLock<std::sync::Arc<tiny_http::ListenerStats>>,
 }
 
 impl Default for Metrics {
@@ -242,11 +244,61 @@ impl Default for Metrics {
             advisory_losses: Counter::default(),
             advisory_resignations: Counter::default(),
             advisory_prometheus_silence_ms: Gauge::default(),
+            listener: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Metrics {
+    /// Exports the listener's counts (accepted, refused and failed connections) from now on.
+    pub fn watch_listener(&self, stats: std::sync::Arc<tiny_http::ListenerStats>) {
+        let _ = self.listener.set(stats);
+    }
+
+    fn render_listener(&self, out: &mut String) {
+        let Some(stats) = self.listener.get() else {
+            return;
+        };
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
+        for (name, kind, help, value) in [
+            (
+                "promgres_http_connections_open",
+                "gauge",
+                "HTTP connections open now.",
+                stats.open.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "promgres_http_connections_accepted_total",
+                "counter",
+                "HTTP connections accepted (refused ones included).",
+                load(&stats.accepted),
+            ),
+            (
+                "promgres_http_connections_refused_total",
+                "counter",
+                "HTTP connections answered 503 and closed because --http-max-connections were open.",
+                load(&stats.refused),
+            ),
+            (
+                "promgres_http_accept_errors_total",
+                "counter",
+                "Failed accepts (e.g. out of file descriptors), each survived after a short pause.",
+                load(&stats.accept_errors),
+            ),
+            (
+                "promgres_http_request_heads_too_large_total",
+                "counter",
+                "Requests answered 431: a header line over 8 KiB, a head over 64 KiB or 100 fields.",
+                load(&stats.heads_too_large),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+
     /// The Prometheus text format (version 0.0.4) of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
@@ -398,6 +450,7 @@ impl Metrics {
             "Transactions re-done through the ON CONFLICT path because they held re-sent samples.",
             self.duplicate_fallbacks.get().to_string(),
         );
+        self.render_listener(&mut out);
         self.render_ha(&mut out);
         self.render_advisory(&mut out);
         out

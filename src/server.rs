@@ -182,12 +182,15 @@ impl Server {
 
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        crate::sys::set_listener_timeouts(&listener, config.http_read_timeout)
-            .map_err(|e| format!("cannot set socket timeouts: {e}"))?;
         let http_server = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| format!("cannot serve on {}: {e}", config.listen))?,
+            tiny_http::Server::from_listener_with_limits(
+                listener,
+                None,
+                http::connection_limits(config),
+            )
+            .map_err(|e| format!("cannot serve on {}: {e}", config.listen))?,
         );
+        metrics.watch_listener(http_server.stats());
         let addr = http_server
             .server_addr()
             .to_ip()

@@ -1,29 +1,16 @@
 //! The operating-system calls std does not offer, declared against the C library std already
-//! links (no extra crate): `signal` for SIGTERM/SIGINT, `setsockopt` for socket timeouts on
-//! the listener, and `mallopt` to tune glibc's allocator.
+//! links (no extra crate): `signal` for SIGTERM/SIGINT and `mallopt` to tune glibc's allocator.
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
-const SOL_SOCKET: i32 = 1;
-const SO_RCVTIMEO: i32 = 20;
-const SO_SNDTIMEO: i32 = 21;
-
-#[repr(C)]
-struct Timeval {
-    tv_sec: i64,
-    tv_usec: i64,
-}
 
 extern "C" {
     // `sighandler_t` is pointer-sized.
     fn signal(signum: i32, handler: usize) -> usize;
-    fn setsockopt(fd: i32, level: i32, name: i32, value: *const Timeval, len: u32) -> i32;
     fn mallopt(param: i32, value: i32) -> i32;
 }
 
@@ -59,34 +46,4 @@ pub fn install_signal_handlers() {
 
 pub fn signalled() -> bool {
     SIGNALLED.load(Ordering::SeqCst)
-}
-
-/// Sets receive and send timeouts on a listening socket. On Linux, sockets returned by
-/// accept() inherit them, which is the only way to give tiny_http's connections timeouts:
-/// it offers no setting of its own, and without one a client that stops sending mid-body
-/// holds a handler thread forever.
-pub fn set_listener_timeouts(
-    listener: &std::net::TcpListener,
-    timeout: Duration,
-) -> std::io::Result<()> {
-    let tv = Timeval {
-        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
-        tv_usec: i64::from(timeout.subsec_micros()),
-    };
-    for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
-        // SAFETY: the descriptor is open for the listener's lifetime and `tv` outlives the call.
-        let rc = unsafe {
-            setsockopt(
-                listener.as_raw_fd(),
-                SOL_SOCKET,
-                option,
-                &tv,
-                std::mem::size_of::<Timeval>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

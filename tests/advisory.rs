@@ -7,77 +7,36 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_promgres");
 const GRID_MS: i64 = 250;
 const TARGETS: usize = 5;
 
-struct Promgres {
-    child: Child,
-    addr: SocketAddr,
-    log: TempDir,
-}
+/// promgres in the legacy advisory-lock mode: 2 s Prometheus timeout, 1 s ticks.
+struct Promgres;
 
 impl Promgres {
-    fn start(db: &TestDb, lock_id: i64) -> Promgres {
-        let port = free_port();
-        let log = TempDir::new("lock-log");
-        let admin = admin_uri();
-        let (base, _) = admin.rsplit_once('/').expect("admin uri");
-        let child = Command::new(BIN)
-            .args(["--db-uri", &format!("{base}/{}", db.name)])
-            .args(["--web-listen-address", &format!("127.0.0.1:{port}")])
-            .args([
+    fn start(db: &TestDb, lock_id: i64) -> Process {
+        let lock_id = lock_id.to_string();
+        Process::start(
+            &db_uri(db),
+            &[
                 "--leader-election-pg-advisory-lock-id",
-                &lock_id.to_string(),
-            ])
-            .args([
+                &lock_id,
                 "--leader-election-pg-advisory-lock-prometheus-timeout",
                 "2s",
-            ])
-            .args(["--leader-election-interval", "1s"])
-            .args([
+                "--leader-election-interval",
+                "1s",
                 "--db-writers",
                 "1",
                 "--db-connections-max",
                 "4",
                 "--log-level",
                 "warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(log.0.join("stderr")).expect("log file"),
-            ))
-            .spawn()
-            .expect("start promgres");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let up = wait_for(Duration::from_secs(20), || {
-            request(addr, "GET", "/healthz", &[], b"")
-                .ok()
-                .filter(|r| r.status == 200)
-        });
-        let mut p = Promgres { child, addr, log };
-        if up.is_none() {
-            p.kill();
-            let err = std::fs::read_to_string(p.log.0.join("stderr")).unwrap_or_default();
-            panic!("promgres on {addr} did not come up: {err}");
-        }
-        p
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Promgres {
-    fn drop(&mut self) {
-        self.kill();
+            ],
+        )
     }
 }
 

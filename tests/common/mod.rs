@@ -482,3 +482,228 @@ impl Drop for ScratchPg {
             .output();
     }
 }
+
+/// The promgres binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_promgres");
+
+/// The URI of a test database, for a promgres process.
+pub fn db_uri(db: &TestDb) -> String {
+    let admin = admin_uri();
+    let (base, _) = admin.rsplit_once('/').expect("admin uri");
+    format!("{base}/{}", db.name)
+}
+
+/// promgres as a process of its own (killed when dropped), listening on a free port, its
+/// stderr kept in a file.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: TempDir,
+    args: Vec<String>,
+    fd_limit: Option<u32>,
+}
+
+impl Process {
+    /// Starts promgres on `db_uri` with `args` and waits until /healthz answers 200.
+    pub fn start(db_uri: &str, args: &[&str]) -> Process {
+        Self::start_limited(db_uri, args, None)
+    }
+
+    /// Like `start`, with the process's file-descriptor limit lowered to `fd_limit`.
+    pub fn start_limited(db_uri: &str, args: &[&str], fd_limit: Option<u32>) -> Process {
+        let port = free_port();
+        let mut all: Vec<String> = vec![
+            "--db-uri".into(),
+            db_uri.into(),
+            "--web-listen-address".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let log = TempDir::new("proc-log");
+        let mut p = Process {
+            child: Self::spawn(&all, fd_limit, &log),
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            log,
+            args: all,
+            fd_limit,
+        };
+        p.wait_healthy();
+        p
+    }
+
+    fn spawn(args: &[String], fd_limit: Option<u32>, log: &TempDir) -> std::process::Child {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log.0.join("stderr"))
+            .expect("log file");
+        let mut cmd = match fd_limit {
+            Some(n) => {
+                let mut c = std::process::Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+            None => std::process::Command::new(BIN),
+        };
+        cmd.args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(stderr))
+            .spawn()
+            .expect("start promgres")
+    }
+
+    fn wait_healthy(&mut self) {
+        let addr = self.addr;
+        let up = wait_for(Duration::from_secs(20), || {
+            request(addr, "GET", "/healthz", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        if up.is_none() {
+            self.kill();
+            panic!("promgres on {addr} did not come up: {}", self.stderr());
+        }
+    }
+
+    /// Starts the process again with the same flags and port (after `kill` or `terminate`).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.args, self.fd_limit, &self.log);
+        self.wait_healthy();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.0.join("stderr")).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (STOP, CONT, TERM, KILL).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    pub fn kill(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.pid().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A line of /proc/<pid>/status, e.g. "Threads" or "VmRSS" (kB), as a number.
+    pub fn status_field(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
+    /// The value of an unlabelled metric (or the first line starting with `name`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&get(self.addr, "/metrics").body, name)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of the first line of a metrics text that starts with `name` followed by a
+/// space or a label set.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let value = if let Some(labelled) = rest.strip_prefix('{') {
+            labelled.split_once("} ")?.1
+        } else {
+            rest.strip_prefix(' ')?
+        };
+        value.trim().parse().ok()
+    })
+}
+
+/// An HTTP/1.1 keep-alive connection, for clients that send many requests on one socket
+/// as Prometheus does.
+pub struct KeepAlive {
+    stream: std::io::BufReader<TcpStream>,
+    addr: SocketAddr,
+}
+
+impl KeepAlive {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<KeepAlive> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(KeepAlive {
+            stream: std::io::BufReader::new(stream),
+            addr,
+        })
+    }
+
+    /// Sends one request and reads its answer (bodies by Content-Length only).
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Reply> {
+        use std::io::BufRead;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (n, v) in headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        let mut raw = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-answer",
+                ));
+            }
+            if let Some((n, v)) = line.split_once(':') {
+                if n.trim().eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            raw.extend_from_slice(line.as_bytes());
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body)?;
+        raw.extend_from_slice(&body);
+        parse_response(&raw)
+    }
+
+    pub fn write(&mut self, body: &[u8]) -> std::io::Result<Reply> {
+        self.send("POST", "/write", WRITE_HEADERS, body)
+    }
+}

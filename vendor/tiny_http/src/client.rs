@@ -10,7 +10,9 @@ use std::str::FromStr;
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::Request;
+use crate::{ListenerStats, Request};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -34,6 +36,32 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // promgres patch: bounds on a request head, and where refusals are counted.
+    limits: HeadLimits,
+    stats: Option<Arc<ListenerStats>>,
+    // bytes of the current request head read so far
+    head_bytes: usize,
+}
+
+/// promgres patch: bounds on one request head. A request line or header line longer than
+/// `max_line_bytes`, a head longer than `max_head_bytes` or with more than `max_headers`
+/// headers is answered 431 and the connection closed; nothing past the bound is buffered.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_line_bytes: usize,
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_line_bytes: 8 * 1024,
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
 }
 
 /// Error that can happen when reading a request.
@@ -44,13 +72,28 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// promgres patch: the head is over one of the `HeadLimits`.
+    HeadTooLarge(&'static str),
+    /// promgres patch: the connection timed out or closed before the first byte of a request:
+    /// an idle keep-alive connection, closed without an answer.
+    Idle,
 }
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
     pub fn new(
         write_socket: RefinedTcpStream,
+        read_socket: RefinedTcpStream,
+    ) -> ClientConnection {
+        Self::with_limits(write_socket, read_socket, HeadLimits::default(), None)
+    }
+
+    /// promgres patch: a connection whose request heads are bounded by `limits`.
+    pub(crate) fn with_limits(
+        write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: HeadLimits,
+        stats: Option<Arc<ListenerStats>>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,6 +108,9 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            stats,
+            head_bytes: 0,
         }
     }
 
@@ -77,7 +123,10 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// promgres patch: stops at `HeadLimits` instead of buffering an endless line, and tells
+    /// an idle connection (nothing of a new request read yet) from one that broke mid-head.
+    fn read_next_line(&mut self) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -85,19 +134,37 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(Ok(b)) => b,
+                Some(Err(_)) | None if self.head_bytes == 0 => return Err(ReadError::Idle),
+                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+            self.head_bytes += 1;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    ReadError::ReadIoError(IoError::new(
+                        ErrorKind::InvalidInput,
+                        "Header is not in ASCII",
+                    ))
+                });
             }
 
             prev_byte_was_cr = byte == b'\r';
 
             buf.push(byte);
+            if buf.len() > self.limits.max_line_bytes {
+                return Err(ReadError::HeadTooLarge("request or header line too long"));
+            }
+            if self.head_bytes > self.limits.max_head_bytes {
+                return Err(ReadError::HeadTooLarge("request head too large"));
+            }
         }
     }
 
@@ -106,8 +173,9 @@ impl ClientConnection {
     fn read(&mut self) -> Result<Request, ReadError> {
         let (method, path, version, headers) = {
             // reading the request line
+            self.head_bytes = 0;
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line()?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,11 +186,14 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line()?;
 
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= self.limits.max_headers {
+                        return Err(ReadError::HeadTooLarge("too many header fields"));
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -150,7 +221,8 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // promgres patch: a client gone before its address was read has none.
+            self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
         )
@@ -203,7 +275,9 @@ impl Iterator for ClientConnection {
                                  // se we have to close
                 }
 
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                Err(ReadError::ReadIoError(ref err))
+                    if matches!(err.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+                {
                     // request timeout
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(408));
@@ -220,7 +294,25 @@ impl Iterator for ClientConnection {
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
 
-                Err(ReadError::ReadIoError(_)) => return None,
+                Err(ReadError::HeadTooLarge(why)) => {
+                    if let Some(stats) = &self.stats {
+                        stats.heads_too_large.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::from_string(format!("{why}\n"))
+                        .with_status_code(StatusCode(431))
+                        .with_header(
+                            "Connection: close"
+                                .parse::<crate::Header>()
+                                .expect("static header"),
+                        );
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None; // the rest of the head is never read
+                }
+
+                Err(ReadError::Idle) | Err(ReadError::ReadIoError(_)) => return None,
 
                 Ok(rq) => rq,
             };

@@ -95,6 +95,27 @@ impl Connection {
         }
     }
 
+    /// promgres patch: read and write timeouts on an accepted socket (never on the listener,
+    /// where a receive timeout makes accept() fail), and no Nagle delay for small responses.
+    pub(crate) fn configure(
+        &self,
+        read_timeout: Option<std::time::Duration>,
+        write_timeout: Option<std::time::Duration>,
+    ) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => {
+                s.set_read_timeout(read_timeout)?;
+                s.set_write_timeout(write_timeout)?;
+                s.set_nodelay(true)
+            }
+            #[cfg(unix)]
+            Self::Unix(s) => {
+                s.set_read_timeout(read_timeout)?;
+                s.set_write_timeout(write_timeout)
+            }
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

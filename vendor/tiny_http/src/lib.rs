@@ -109,6 +109,9 @@ use std::thread;
 use std::time::Duration;
 
 use client::ClientConnection;
+pub use client::HeadLimits;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::Instant;
 use connection::Connection;
 use util::MessagesQueue;
 
@@ -142,6 +145,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // promgres patch: what the accept loop has seen
+    stats: Arc<ListenerStats>,
 }
 
 enum Message {
@@ -245,6 +251,15 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, ConnectionLimits::default())
+    }
+
+    /// promgres patch: a server whose accepted connections are bounded by `limits`.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -261,10 +276,6 @@ impl Server {
         compile_error!(
             "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
         );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
         let ssl: Option<SslContext> = {
             match ssl_config {
                 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -284,77 +295,30 @@ impl Server {
         // creating a task where server.accept() is continuously called
         // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
+        let stats = Arc::new(ListenerStats::default());
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
-        });
+        let inside_stats = stats.clone();
+        thread::Builder::new()
+            .name("tiny-http-accept".into())
+            .spawn(move || {
+                accept_loop(
+                    server,
+                    ssl,
+                    limits,
+                    inside_stats,
+                    inside_close_trigger,
+                    inside_messages,
+                )
+            })?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            stats,
         })
     }
 
@@ -367,6 +331,11 @@ impl Server {
     }
 
     /// Returns the address the server is listening to.
+    /// promgres patch: counts of the accept loop and of the connections it served.
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        self.stats.clone()
+    }
+
     #[inline]
     pub fn server_addr(&self) -> ListenAddr {
         self.listening_addr.clone()
@@ -444,4 +413,230 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// promgres patch: bounds on accepted connections. The defaults keep tiny_http's behaviour
+/// (no timeouts, no connection limit) apart from the bounded request head.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Read timeout of each accepted socket: a client silent this long (idle between
+    /// requests or mid-request) is disconnected.
+    pub read_timeout: Option<Duration>,
+    /// Write timeout of each accepted socket: a client that stops reading its answer.
+    pub write_timeout: Option<Duration>,
+    /// Connections served at once; further ones get a 503 and are closed at once.
+    pub max_connections: usize,
+    pub head: HeadLimits,
+    /// Stack of each connection thread (None: the platform default).
+    pub thread_stack_bytes: Option<usize>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            read_timeout: None,
+            write_timeout: None,
+            max_connections: usize::MAX,
+            head: HeadLimits::default(),
+            thread_stack_bytes: None,
+        }
+    }
+}
+
+/// promgres patch: what the accept loop has seen, for the embedding server's metrics.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted (refused ones included).
+    pub accepted: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub refused: AtomicU64,
+    /// Failed accept() calls and accepted sockets that could not be set up.
+    pub accept_errors: AtomicU64,
+    /// Request heads answered 431.
+    pub heads_too_large: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicUsize,
+}
+
+/// Decrements the open-connection count when the connection's task ends (or is dropped
+/// unrun).
+struct OpenConnection(Arc<ListenerStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Logs at most one line per period, with the number of events it stood for.
+struct RateLimitedLog {
+    period: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn new(period: Duration) -> Self {
+        RateLimitedLog {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn log(&mut self, message: std::fmt::Arguments<'_>) {
+        if self.last.map_or(true, |l| l.elapsed() >= self.period) {
+            if self.suppressed > 0 {
+                log::warn!("{} (and {} more since the last report)", message, self.suppressed);
+            } else {
+                log::warn!("{}", message);
+            }
+            self.last = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 37\r\n\r\ntoo many open connections; retry later\n";
+
+/// The pause after a failed accept: none for errors of one connection (it is gone; the next
+/// may be fine), growing from 5 ms to 1 s for errors of the process or system (out of file
+/// descriptors, memory or buffers), which a busy loop would only make worse.
+fn accept_backoff(e: &IoError, previous: Duration) -> Duration {
+    match e.kind() {
+        IoErrorKind::ConnectionAborted | IoErrorKind::ConnectionReset | IoErrorKind::Interrupted => {
+            Duration::ZERO
+        }
+        _ => (previous * 2).clamp(Duration::from_millis(5), Duration::from_secs(1)),
+    }
+}
+
+/// promgres patch: the accept loop. It ends only when the server is dropped: every accept
+/// error is counted, logged (at most once per 10 s) and backed off from, never fatal; tiny_http
+/// used to end the loop on the first error (EMFILE, or EAGAIN from a listener timeout), after
+/// which the server never accepted again.
+#[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+type SslContext = ();
+#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+type SslContext = crate::ssl::SslContextImpl;
+
+fn accept_loop(
+    server: Listener,
+    ssl: Option<SslContext>,
+    limits: ConnectionLimits,
+    stats: Arc<ListenerStats>,
+    close: Arc<AtomicBool>,
+    messages: Arc<MessagesQueue<Message>>,
+) {
+    // a tasks pool is used to dispatch the connections into threads
+    let tasks_pool = util::TaskPool::with_stack_size(limits.thread_stack_bytes);
+    let mut errors = RateLimitedLog::new(Duration::from_secs(10));
+    let mut refusals = RateLimitedLog::new(Duration::from_secs(10));
+    let mut backoff = Duration::ZERO;
+
+    log::debug!("Running accept thread");
+    while !close.load(Relaxed) {
+        let sock = match server.accept() {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                stats.accept_errors.fetch_add(1, Relaxed);
+                backoff = accept_backoff(&e, backoff);
+                errors.log(format_args!(
+                    "HTTP accept failed: {}; accepting again in {:?}",
+                    e, backoff
+                ));
+                thread::sleep(backoff);
+                continue;
+            }
+        };
+        if close.load(Relaxed) {
+            break;
+        }
+        stats.accepted.fetch_add(1, Relaxed);
+        if stats.open.load(Relaxed) >= limits.max_connections {
+            stats.refused.fetch_add(1, Relaxed);
+            refusals.log(format_args!(
+                "HTTP connection refused: {} connections are open, the limit",
+                limits.max_connections
+            ));
+            refuse(sock);
+            continue;
+        }
+        match serve_connection(sock, &ssl, &limits, &stats, &messages, &tasks_pool) {
+            Ok(()) => backoff = Duration::ZERO,
+            Err(e) => {
+                // Setting up the accepted socket failed: out of descriptors for its clone,
+                // or of threads. The connection is closed; back off as for accept errors.
+                stats.accept_errors.fetch_add(1, Relaxed);
+                backoff = accept_backoff(&e, backoff);
+                errors.log(format_args!(
+                    "HTTP connection dropped: {}; accepting again in {:?}",
+                    e, backoff
+                ));
+                thread::sleep(backoff);
+            }
+        }
+    }
+    log::debug!("Terminating accept thread");
+}
+
+/// Answers a connection over the limit with a 503 and closes it, without waiting on it.
+fn refuse(sock: Connection) {
+    use std::io::Write;
+    let _ = sock.configure(None, Some(Duration::from_millis(100)));
+    let mut sock = sock;
+    let _ = sock.write_all(REFUSAL);
+    let _ = sock.shutdown(Shutdown::Both);
+}
+
+fn serve_connection(
+    sock: Connection,
+    ssl: &Option<SslContext>,
+    limits: &ConnectionLimits,
+    stats: &Arc<ListenerStats>,
+    messages: &Arc<MessagesQueue<Message>>,
+    tasks_pool: &util::TaskPool,
+) -> IoResult<()> {
+    use util::RefinedTcpStream;
+    sock.configure(limits.read_timeout, limits.write_timeout)?;
+    let (read_closable, write_closable) = match ssl {
+        None => RefinedTcpStream::new(sock)?,
+        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+        Some(ssl) => RefinedTcpStream::new(
+            ssl.accept(sock)
+                .map_err(|e| IoError::new(IoErrorKind::Other, e.to_string()))?,
+        )?,
+        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+        Some(()) => RefinedTcpStream::new(sock)?,
+    };
+    stats.open.fetch_add(1, Relaxed);
+    let open = OpenConnection(stats.clone());
+    let client = ClientConnection::with_limits(
+        write_closable,
+        read_closable,
+        limits.head,
+        Some(stats.clone()),
+    );
+    let messages = messages.clone();
+    let mut task = Some((client, open));
+    tasks_pool.spawn(Box::new(move || {
+        if let Some((client, _open)) = task.take() {
+            // Synchronization is needed for HTTPS requests to avoid a deadlock
+            if client.secure() {
+                let (sender, receiver) = mpsc::channel();
+                for rq in client {
+                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                    if receiver.recv().is_err() {
+                        break;
+                    }
+                }
+            } else {
+                for rq in client {
+                    messages.push(rq.into());
+                }
+            }
+        }
+    }))
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 /// Any idle thread will automatically die after a few seconds.
 pub struct TaskPool {
     sharing: Arc<Sharing>,
+    // promgres patch: stack size of the pool's threads (None: the platform default).
+    stack_size: Option<usize>,
 }
 
 struct Sharing {
@@ -48,6 +50,11 @@ impl<'a> Drop for Registration<'a> {
 
 impl TaskPool {
     pub fn new() -> TaskPool {
+        Self::with_stack_size(None)
+    }
+
+    /// promgres patch: a pool whose threads have `stack_size` bytes of stack.
+    pub fn with_stack_size(stack_size: Option<usize>) -> TaskPool {
         let pool = TaskPool {
             sharing: Arc::new(Sharing {
                 todo: Mutex::new(VecDeque::new()),
@@ -55,10 +62,12 @@ impl TaskPool {
                 active_tasks: AtomicUsize::new(0),
                 waiting_tasks: AtomicUsize::new(0),
             }),
+            stack_size,
         };
 
         for _ in 0..MIN_THREADS {
-            pool.add_thread(None)
+            // A pool that starts with fewer idle threads only spawns them on demand.
+            let _ = pool.add_thread(None);
         }
 
         pool
@@ -66,8 +75,11 @@ impl TaskPool {
 
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
-    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+    ///
+    /// promgres patch: fails (dropping `code`) when no thread can be started, instead of
+    /// panicking the caller, which was the accept thread.
+    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) -> std::io::Result<()> {
+        let mut queue = self.sharing.todo.lock().unwrap_or_else(|p| p.into_inner());
 
         // promgres patch: a waiting thread that was notified but has not yet taken its task
         // still counts as waiting, so comparing with 0 let a second task queue behind the first
@@ -75,17 +87,23 @@ impl TaskPool {
         // one waited until some other connection closed. Queue only while idle threads
         // outnumber the tasks already queued.
         if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
-            self.add_thread(Some(code));
+            drop(queue);
+            self.add_thread(Some(code))
         } else {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
+            Ok(())
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) -> std::io::Result<()> {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        let mut builder = thread::Builder::new().name("tiny-http-conn".into());
+        if let Some(size) = self.stack_size {
+            builder = builder.stack_size(size);
+        }
+        builder.spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -95,7 +113,7 @@ impl TaskPool {
 
             loop {
                 let mut task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
+                    let mut todo = sharing.todo.lock().unwrap_or_else(|p| p.into_inner());
 
                     let task;
                     loop {
@@ -107,13 +125,16 @@ impl TaskPool {
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
+                                todo = sharing
+                                    .condvar
+                                    .wait(todo)
+                                    .unwrap_or_else(|p| p.into_inner());
                                 true
                             } else {
                                 let (new_lock, waitres) = sharing
                                     .condvar
                                     .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
+                                    .unwrap_or_else(|p| p.into_inner());
                                 todo = new_lock;
                                 !waitres.timed_out()
                             };
@@ -128,7 +149,8 @@ impl TaskPool {
 
                 task();
             }
-        });
+        })?;
+        Ok(())
     }
 }
 

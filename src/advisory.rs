@@ -12,7 +12,7 @@
 use crate::ha::Clock;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,20 +22,28 @@ pub struct AdvisoryConfig {
     pub interval_ms: i64,
 }
 
-/// What a writer checks inside its transaction: the backend `pid` holds advisory lock `key`.
+/// What a writer checks inside its transaction: `tenure` is still the current tenure of
+/// advisory lock `key`, and its holder session still holds the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockFence {
-    pub pid: i32,
     pub key: i64,
+    /// Bumped each time an instance wins the lock (`promgres.advisory_tenure`): a job accepted
+    /// under an earlier tenure, even one of the same session, never passes.
+    pub tenure: i64,
 }
 
 /// The session that holds the lock: PostgreSQL in production, a fake in tests.
 pub trait LockSession: Send {
-    /// Tries to take the lock; on success returns the session's backend pid.
-    fn try_lock(&mut self, key: i64) -> Result<Option<i32>, StoreError>;
+    /// Tries to take the lock; on success returns the tenure this session now holds (its
+    /// current one if it held the lock already).
+    fn try_lock(&mut self, key: i64) -> Result<Option<i64>, StoreError>;
+    /// Gives the lock up, however often the session took it.
     fn unlock(&mut self, key: i64) -> Result<(), StoreError>;
     /// Whether the session (and so its lock) is still alive.
     fn alive(&mut self) -> bool;
+    /// Keeps an open session from idling past PostgreSQL's `idle_session_timeout`, which
+    /// otherwise ends it (the bound that frees the lock of a frozen holder).
+    fn keep_alive(&mut self);
 }
 
 pub struct AdvisoryElection {
@@ -44,7 +52,7 @@ pub struct AdvisoryElection {
     metrics: Arc<Metrics>,
     session: Mutex<Box<dyn LockSession>>,
     leader: AtomicBool,
-    lock_pid: AtomicI32,
+    tenure: AtomicI64,
     /// When the paired Prometheus last sent a write request (receiver clock, ms; 0 = never).
     last_write_ms: AtomicI64,
     /// When a follower last tried the lock from a request (ms).
@@ -69,7 +77,7 @@ impl AdvisoryElection {
             metrics,
             session: Mutex::new(session),
             leader: AtomicBool::new(false),
-            lock_pid: AtomicI32::new(0),
+            tenure: AtomicI64::new(0),
             last_write_ms: AtomicI64::new(0),
             last_attempt_ms: AtomicI64::new(i64::MIN / 2),
         }
@@ -101,12 +109,14 @@ impl AdvisoryElection {
         }
         let key = self.config.lock_id;
         match session.try_lock(key) {
-            Ok(Some(pid)) => {
-                self.lock_pid.store(pid, Ordering::SeqCst);
+            Ok(Some(tenure)) => {
+                self.tenure.store(tenure, Ordering::SeqCst);
                 self.leader.store(true, Ordering::SeqCst);
                 self.metrics.advisory_acquisitions.add(1);
                 self.metrics.advisory_leader.set(1);
-                log::info!("advisory lock {key}: acquired; this instance now stores data");
+                log::info!(
+                    "advisory lock {key}: acquired (tenure {tenure}); this instance now stores data"
+                );
             }
             Ok(None) => {}
             Err(e) => log::warn!("advisory lock {key}: cannot try the lock: {e}"),
@@ -118,8 +128,8 @@ impl AdvisoryElection {
             return None;
         }
         Some(LockFence {
-            pid: self.lock_pid.load(Ordering::SeqCst),
             key: self.config.lock_id,
+            tenure: self.tenure.load(Ordering::SeqCst),
         })
     }
 
@@ -128,9 +138,10 @@ impl AdvisoryElection {
     }
 
     /// A writer found the lock gone at commit: stop writing at once (the next tick may take
-    /// the lock again).
+    /// the lock again). A fence of an earlier tenure says nothing about the current one and
+    /// is ignored: the current tenure's jobs are checked on their own.
     pub fn on_fence_failed(&self, fence: LockFence) {
-        if self.lock_pid.load(Ordering::SeqCst) == fence.pid
+        if self.tenure.load(Ordering::SeqCst) == fence.tenure
             && self.leader.swap(false, Ordering::SeqCst)
         {
             log::warn!(
@@ -147,6 +158,14 @@ impl AdvisoryElection {
             0 => None,
             last => Some(now - last),
         }
+    }
+
+    /// Pings the lock session so PostgreSQL does not end it as idle.
+    pub fn keep_alive(&self) {
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keep_alive();
     }
 
     /// One election round.
@@ -192,10 +211,8 @@ pub struct PgLockSession {
 }
 
 impl PgLockSession {
-    pub fn new(db: &postgres::Config) -> Self {
-        let mut config = db.clone();
-        config.application_name("promgres-advisory-lock");
-        config.options("-c statement_timeout=10000 -c idle_session_timeout=0");
+    pub fn new(db: &postgres::Config, bounds: &crate::pg_session::SessionBounds) -> Self {
+        let config = crate::pg_session::config(db, crate::pg_session::Kind::Lock, bounds);
         PgLockSession {
             config,
             client: None,
@@ -204,25 +221,41 @@ impl PgLockSession {
 }
 
 impl LockSession for PgLockSession {
-    fn try_lock(&mut self, key: i64) -> Result<Option<i32>, StoreError> {
-        // A session that died took its lock with it: start a new one.
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(crate::store::connect(&self.config)?);
+    fn try_lock(&mut self, key: i64) -> Result<Option<i64>, StoreError> {
+        // A session found dead (the server restarted or ended it) took its lock with it:
+        // start a new one and try once more at once.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+                self.client = Some(crate::store::connect(&self.config)?);
+            }
+            let Some(client) = self.client.as_mut() else {
+                return Err(StoreError::internal("no lock session"));
+            };
+            let result = crate::store::try_advisory_lock(client, key);
+            if result.as_ref().is_err_and(|e| e.connection_lost) {
+                self.client = None;
+                if attempt < 2 {
+                    continue;
+                }
+            }
+            return result;
         }
-        let Some(client) = self.client.as_mut() else {
-            return Err(StoreError::internal("no lock session"));
-        };
-        let result = crate::store::try_advisory_lock(client, key);
-        if result.as_ref().is_err_and(|e| e.connection_lost) {
-            self.client = None;
-        }
-        result
     }
 
-    fn unlock(&mut self, key: i64) -> Result<(), StoreError> {
+    fn unlock(&mut self, _key: i64) -> Result<(), StoreError> {
         match self.client.as_mut() {
-            Some(client) => crate::store::advisory_unlock(client, key),
+            Some(client) => crate::store::advisory_unlock(client),
             None => Ok(()),
+        }
+    }
+
+    fn keep_alive(&mut self) {
+        if let Some(client) = self.client.as_mut() {
+            if client.simple_query("SELECT 1").is_err() {
+                self.client = None;
+            }
         }
     }
 
@@ -251,47 +284,57 @@ mod tests {
 
     /// Sessions of several instances on one fake lock table.
     #[derive(Clone)]
+    /// The lock table: the holding session's pid and its tenure; the last tenure given out.
+    #[derive(Default)]
+    struct Table {
+        holder: Option<(i32, i64)>,
+        tenures: i64,
+    }
+
+    #[derive(Clone)]
     struct FakeSession {
-        holder: Arc<Mutex<Option<i32>>>,
+        table: Arc<Mutex<Table>>,
         pid: i32,
         dead: Arc<AtomicBool>,
     }
 
     impl LockSession for FakeSession {
-        fn try_lock(&mut self, _key: i64) -> Result<Option<i32>, StoreError> {
+        fn try_lock(&mut self, _key: i64) -> Result<Option<i64>, StoreError> {
             if self.dead.load(Ordering::SeqCst) {
                 // Reconnect: a new session.
                 self.dead.store(false, Ordering::SeqCst);
                 self.pid += 1000;
             }
-            let mut h = self.holder.lock().unwrap();
-            match *h {
+            let mut t = self.table.lock().unwrap();
+            match t.holder {
                 None => {
-                    *h = Some(self.pid);
-                    Ok(Some(self.pid))
+                    t.tenures += 1;
+                    t.holder = Some((self.pid, t.tenures));
+                    Ok(Some(t.tenures))
                 }
-                Some(p) if p == self.pid => Ok(Some(p)),
+                Some((p, tenure)) if p == self.pid => Ok(Some(tenure)),
                 Some(_) => Ok(None),
             }
         }
         fn unlock(&mut self, _key: i64) -> Result<(), StoreError> {
-            let mut h = self.holder.lock().unwrap();
-            if *h == Some(self.pid) {
-                *h = None;
+            let mut t = self.table.lock().unwrap();
+            if t.holder.is_some_and(|(p, _)| p == self.pid) {
+                t.holder = None;
             }
             Ok(())
         }
         fn alive(&mut self) -> bool {
             !self.dead.load(Ordering::SeqCst)
         }
+        fn keep_alive(&mut self) {}
     }
 
     /// Two instances, each with the flag that kills its session.
     type Instances = Vec<(AdvisoryElection, Arc<AtomicBool>)>;
 
-    fn pair() -> (Arc<ManualClock>, Arc<Mutex<Option<i32>>>, Instances) {
+    fn pair() -> (Arc<ManualClock>, Arc<Mutex<Table>>, Instances) {
         let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000)));
-        let holder = Arc::new(Mutex::new(None));
+        let holder = Arc::new(Mutex::new(Table::default()));
         let config = AdvisoryConfig {
             lock_id: 42,
             prometheus_timeout_ms: 30_000,
@@ -301,7 +344,7 @@ mod tests {
             .map(|pid| {
                 let dead = Arc::new(AtomicBool::new(false));
                 let session = FakeSession {
-                    holder: holder.clone(),
+                    table: holder.clone(),
                     pid,
                     dead: dead.clone(),
                 };
@@ -329,7 +372,7 @@ mod tests {
         a.tick();
         b.tick();
         assert!(a.is_leader() && !b.is_leader());
-        assert_eq!(a.on_write(), Some(LockFence { pid: 1, key: 42 }));
+        assert_eq!(a.on_write(), Some(LockFence { key: 42, tenure: 1 }));
         // a's Prometheus stops; b's keeps sending.
         for _ in 0..4 {
             clock.0.fetch_add(10_000, Ordering::SeqCst);
@@ -338,7 +381,11 @@ mod tests {
             b.tick();
         }
         assert!(!a.is_leader() && b.is_leader());
-        assert_eq!(*holder.lock().unwrap(), Some(2));
+        assert_eq!(
+            holder.lock().unwrap().holder,
+            Some((2, 2)),
+            "b holds tenure 2"
+        );
         assert_eq!(a.metrics.advisory_resignations.get(), 1);
     }
 
@@ -349,13 +396,35 @@ mod tests {
         let fence = a.on_write().expect("leader");
         // The session is terminated; PostgreSQL releases the lock.
         dead.store(true, Ordering::SeqCst);
-        *holder.lock().unwrap() = None;
+        holder.lock().unwrap().holder = None;
         // A writer's fence fails before the next tick: the instance stops writing.
         a.on_fence_failed(fence);
         assert!(!a.is_leader());
-        // The next tick takes the lock again on a new session.
+        // The next tick takes the lock again on a new session, in a new tenure.
         a.tick();
         assert!(a.is_leader());
-        assert_ne!(a.fence().map(|f| f.pid), Some(fence.pid));
+        assert_eq!(a.fence().map(|f| f.tenure), Some(fence.tenure + 1));
+    }
+
+    #[test]
+    fn a_stale_fence_failing_does_not_demote_the_current_tenure() {
+        let (clock, holder, inst) = pair();
+        let a = &inst[0].0;
+        let old = a.on_write().expect("leader, tenure 1");
+        // a resigns (its Prometheus went quiet) and wins again: tenure 2.
+        clock.0.fetch_add(40_000, Ordering::SeqCst);
+        a.tick();
+        assert!(!a.is_leader());
+        clock.0.fetch_add(2_000, Ordering::SeqCst);
+        let current = a.on_write().expect("leader again");
+        assert_eq!((old.tenure, current.tenure), (1, 2));
+        // A job of tenure 1 still queued fails its fence: that says nothing of tenure 2.
+        a.on_fence_failed(old);
+        assert!(a.is_leader(), "a stale job must not demote a valid leader");
+        assert_eq!(a.metrics.advisory_losses.get(), 0);
+        // The current tenure's own failure does.
+        holder.lock().unwrap().holder = None;
+        a.on_fence_failed(current);
+        assert!(!a.is_leader());
     }
 }

@@ -76,6 +76,17 @@ pub struct Args {
     #[argh(option, default = "10")]
     pub read_concurrent_limit: usize,
 
+    /// a promgres database session that waits this long for promgres inside a transaction
+    /// (a frozen, killed or cut-off instance) is ended: by PostgreSQL when idle in the
+    /// transaction, by any running instance when stalled mid-statement (default 15s)
+    #[argh(option, default = "String::from(\"15s\")")]
+    pub db_stall_timeout: String,
+
+    /// remote read: the longest one read may take, from its request to its last byte
+    /// (default 2m)
+    #[argh(option, default = "String::from(\"2m\")")]
+    pub read_timeout: String,
+
     /// HTTP handler threads; each serves one request at a time (default 128)
     #[argh(option, default = "128")]
     pub http_threads: usize,
@@ -162,6 +173,8 @@ pub struct Config {
     pub http_read_timeout: Duration,
     pub http_threads: usize,
     pub http_max_connections: usize,
+    /// Bounds of every PostgreSQL session (stall timeout, read deadline).
+    pub sessions: crate::pg_session::SessionBounds,
     pub async_acks: bool,
     pub log_level: String,
     /// Some with --high-availability.
@@ -190,6 +203,7 @@ impl Config {
             http_read_timeout: Duration::from_secs(60),
             http_threads: 32,
             http_max_connections: 1024,
+            sessions: crate::pg_session::SessionBounds::default(),
             async_acks: false,
             log_level: "info".into(),
             ha: None,
@@ -280,17 +294,6 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             })
         }
     };
-    let extra = usize::from(ha.is_some()) + usize::from(advisory.is_some());
-    // At least one connection must be left for remote read.
-    let needed = args.db_writers + 1 + extra + 1;
-    if needed > args.db_connections_max {
-        return Err(format!(
-            "--db-writers {} needs {needed} connections (writers + 1 control{} + 1 read), more than --db-connections-max {}",
-            args.db_writers,
-            if ha.is_some() { " + 1 HA" } else if advisory.is_some() { " + 1 lock session" } else { "" },
-            args.db_connections_max
-        ));
-    }
     if args.max_request_bytes == 0 {
         return Err("--max-request-bytes must be positive".into());
     }
@@ -300,6 +303,13 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         parse_duration(&args.http_read_timeout).map_err(|e| format!("--http-read-timeout: {e}"))?;
     if http_read_timeout.is_zero() {
         return Err("--http-read-timeout must be positive".into());
+    }
+    let sessions = crate::pg_session::SessionBounds {
+        stall: positive("--db-stall-timeout", &args.db_stall_timeout)?,
+        read: positive("--read-timeout", &args.read_timeout)?,
+    };
+    if sessions.stall < Duration::from_secs(1) {
+        return Err("--db-stall-timeout must be at least 1s".into());
     }
     let max_sample_age =
         parse_duration(&args.max_sample_age).map_err(|e| format!("--max-sample-age: {e}"))?;
@@ -315,6 +325,20 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             Some(d)
         }
     };
+    let extra = usize::from(ha.is_some())
+        + usize::from(advisory.is_some())
+        + usize::from(retention.is_some());
+    // At least one connection must be left for remote read.
+    let needed = args.db_writers + 1 + extra + 1;
+    if needed > args.db_connections_max {
+        return Err(format!(
+            "--db-writers {} needs {needed} connections (writers + 1 control{}{} + 1 read), more than --db-connections-max {}",
+            args.db_writers,
+            if ha.is_some() { " + 1 HA" } else if advisory.is_some() { " + 1 lock session" } else { "" },
+            if retention.is_some() { " + 1 maintenance" } else { "" },
+            args.db_connections_max
+        ));
+    }
     // Samples older than the retention would land in partitions about to be dropped.
     let max_sample_age = retention.map_or(max_sample_age, |r| max_sample_age.min(r));
     Ok(Config {
@@ -331,6 +355,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         http_read_timeout,
         http_threads: args.http_threads.max(1),
         http_max_connections: args.http_max_connections.max(1),
+        sessions,
         async_acks: args.async_acks,
         log_level: args.log_level,
         ha,
@@ -341,12 +366,18 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     })
 }
 
-/// A positive duration flag in milliseconds.
-fn positive_ms(flag: &str, text: &str) -> Result<i64, String> {
+/// A positive duration flag.
+fn positive(flag: &str, text: &str) -> Result<Duration, String> {
     let d = parse_duration(text).map_err(|e| format!("{flag}: {e}"))?;
     if d.is_zero() {
         return Err(format!("{flag} must be positive"));
     }
+    Ok(d)
+}
+
+/// A positive duration flag in milliseconds.
+fn positive_ms(flag: &str, text: &str) -> Result<i64, String> {
+    let d = positive(flag, text)?;
     Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 

@@ -12,6 +12,7 @@ pub mod ha;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;
+pub mod pg_session;
 pub mod proto;
 pub mod queue;
 pub mod read;

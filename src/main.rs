@@ -28,7 +28,7 @@ fn main() {
         }
     };
     match config.command {
-        Command::Migrate => match server::migrate(&config.db) {
+        Command::Migrate => match server::migrate_with(&config.db, &config.sessions) {
             Ok(n) => log::info!("schema is current ({n} migrations applied)"),
             Err(e) => {
                 log::error!("migration failed: {e}");

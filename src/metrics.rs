@@ -198,6 +198,7 @@ pub struct Metrics {
     pub series_created: Counter,
     pub db_connected: GaugeVec,
     pub duplicate_fallbacks: Counter,
+    pub db_sessions_ended: Counter,
     pub ha_leader_info: GaugeVec,
     pub ha_leader_changes: CounterVec,
     pub ha_samples_accepted: CounterVec,
@@ -233,6 +234,7 @@ impl Default for Metrics {
             series_created: Counter::default(),
             db_connected: GaugeVec::new(&["connection"]),
             duplicate_fallbacks: Counter::default(),
+            db_sessions_ended: Counter::default(),
             ha_leader_info: GaugeVec::new(&["cluster", "replica"]),
             ha_leader_changes: CounterVec::new(&["cluster"]),
             ha_samples_accepted: CounterVec::new(&["cluster", "replica", "kind"]),
@@ -449,6 +451,13 @@ impl Metrics {
             "counter",
             "Transactions re-done through the ON CONFLICT path because they held re-sent samples.",
             self.duplicate_fallbacks.get().to_string(),
+        );
+        scalar(
+            &mut out,
+            "promgres_db_stalled_sessions_ended_total",
+            "counter",
+            "promgres sessions (of any instance) this instance ended because they waited for their client mid-statement past --db-stall-timeout.",
+            self.db_sessions_ended.get().to_string(),
         );
         self.render_listener(&mut out);
         self.render_ha(&mut out);

@@ -207,10 +207,12 @@ impl Drop for PooledClient {
 impl ReadPool {
     /// A pool of at most `connections` connections, which is also the number of concurrent
     /// reads; further reads wait for one.
-    pub fn new(db: &postgres::Config, connections: usize) -> Arc<ReadPool> {
-        let mut config = db.clone();
-        config.application_name("promgres-read");
-        config.options("-c statement_timeout=120000 -c default_transaction_read_only=on");
+    pub fn new(
+        db: &postgres::Config,
+        connections: usize,
+        bounds: &crate::pg_session::SessionBounds,
+    ) -> Arc<ReadPool> {
+        let config = crate::pg_session::config(db, crate::pg_session::Kind::Read, bounds);
         let n = connections.max(1);
         let (tx, rx) = crossbeam_channel::bounded(n);
         for _ in 0..n {

@@ -7,8 +7,9 @@ use crate::config::Config;
 use crate::ha::{Election, SystemClock};
 use crate::http::{self, HealthCheck, HttpState};
 use crate::metrics::Metrics;
+use crate::pg_session::{self, SessionBounds};
 use crate::queue::Queue;
-use crate::store;
+use crate::store::{self, StoreError};
 use crate::writer::{self, Shared, WriterPool};
 use postgres::Client;
 use std::net::SocketAddr;
@@ -20,46 +21,68 @@ use std::time::{Duration, Instant};
 /// How often the maintenance thread makes sure partitions exist ahead of need.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
 
-/// The control connection: health checks and maintenance, outside the writer pool.
+/// A connection outside the writer pool, opened on first use and re-opened after it was lost:
+/// the control connection (health checks, partitions ahead of need, the watchdog) and the
+/// maintenance connection (retention).
 pub struct Control {
+    label: &'static str,
     config: postgres::Config,
     client: Mutex<Option<Client>>,
     metrics: Arc<Metrics>,
 }
 
 impl Control {
-    fn new(db: &postgres::Config, metrics: Arc<Metrics>) -> Self {
-        let mut config = db.clone();
-        config.application_name("promgres-control");
+    fn new(
+        db: &postgres::Config,
+        kind: pg_session::Kind,
+        label: &'static str,
+        metrics: Arc<Metrics>,
+        bounds: &SessionBounds,
+    ) -> Self {
         Control {
-            config,
+            label,
+            config: pg_session::config(db, kind, bounds),
             client: Mutex::new(None),
             metrics,
         }
     }
 
-    /// Runs `f` on the control connection, (re)connecting first when needed.
-    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> store::Result<T>) -> store::Result<T> {
+    /// Runs `f` on the connection, (re)connecting first when needed. A connection found dead
+    /// by `f` (the database restarted since its last use, and only the next statement could
+    /// tell) is replaced and `f` runs once more, so a caller such as /healthz sees the
+    /// database as it is now, not the corpse of the last session.
+    fn with_client<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> store::Result<T>,
+    ) -> store::Result<T> {
         let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = None;
-            let client = store::connect(&self.config);
-            self.metrics
-                .db_connected
-                .set(&["control"], if client.is_ok() { 1.0 } else { 0.0 });
-            *guard = Some(client?);
-        }
-        let Some(client) = guard.as_mut() else {
-            unreachable!("connected just above")
-        };
-        let result = f(client);
-        if let Err(e) = &result {
-            if e.connection_lost {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if guard.as_ref().is_none_or(|c| c.is_closed()) {
                 *guard = None;
-                self.metrics.db_connected.set(&["control"], 0.0);
+                let client = store::connect(&self.config);
+                self.metrics
+                    .db_connected
+                    .set(&[self.label], if client.is_ok() { 1.0 } else { 0.0 });
+                *guard = Some(client?);
             }
+            let Some(client) = guard.as_mut() else {
+                return Err(StoreError::internal("no connection"));
+            };
+            let result = f(client);
+            match &result {
+                Err(e) if e.connection_lost => {
+                    *guard = None;
+                    self.metrics.db_connected.set(&[self.label], 0.0);
+                    if attempt < 2 {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return result;
         }
-        result
     }
 }
 
@@ -90,16 +113,22 @@ pub struct Server {
     queue: Option<Queue>,
     writers: Option<WriterPool>,
     maintenance: Option<JoinHandle<()>>,
+    watchdog: Option<JoinHandle<()>>,
     election: Option<JoinHandle<()>>,
     retention: Option<Duration>,
-    control: Option<Arc<Control>>,
+    maintenance_db: Option<Arc<Control>>,
     shared: Option<Arc<Shared>>,
     pub metrics: Arc<Metrics>,
 }
 
-/// Applies migrations on a fresh connection (`promgres migrate`, and start-up).
+/// Applies migrations on a fresh connection with the default session bounds.
 pub fn migrate(db: &postgres::Config) -> store::Result<usize> {
-    let mut client = store::connect(db)?;
+    migrate_with(db, &SessionBounds::default())
+}
+
+/// Applies migrations on a fresh connection (`promgres migrate`, and start-up).
+pub fn migrate_with(db: &postgres::Config, bounds: &SessionBounds) -> store::Result<usize> {
+    let mut client = store::connect(&pg_session::config(db, pg_session::Kind::Migrate, bounds))?;
     store::migrate(&mut client)
 }
 
@@ -107,11 +136,28 @@ impl Server {
     /// Migrates, then starts serving. Fails when the database cannot be reached at start:
     /// better a clear start-up error than a server that answers 503 forever.
     pub fn start(config: &Config) -> Result<Server, String> {
-        migrate(&config.db).map_err(|e| format!("cannot migrate the database: {e}"))?;
+        migrate_with(&config.db, &config.sessions)
+            .map_err(|e| format!("cannot migrate the database: {e}"))?;
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared::new(metrics.clone(), config.series_cache_max));
-        let control = Arc::new(Control::new(&config.db, metrics.clone()));
-        let control_for_server = control.clone();
+        let control = Arc::new(Control::new(
+            &config.db,
+            pg_session::Kind::Control,
+            "control",
+            metrics.clone(),
+            &config.sessions,
+        ));
+        // Retention gets a connection of its own: detaching a partition waits for every
+        // transaction that may read it, and health checks must not wait behind that.
+        let maintenance_db = config.retention.map(|_| {
+            Arc::new(Control::new(
+                &config.db,
+                pg_session::Kind::Maintenance,
+                "maintenance",
+                metrics.clone(),
+                &config.sessions,
+            ))
+        });
         control
             .with_client(|c| writer::prepare_partitions(c, &shared, http::now_ms()))
             .map_err(|e| format!("cannot create partitions: {e}"))?;
@@ -123,14 +169,20 @@ impl Server {
             .store(generation, std::sync::atomic::Ordering::SeqCst);
 
         let (queue, jobs) = Queue::new(config.queue_capacity, metrics.clone());
-        let writers = WriterPool::start(config.db_writers, &config.db, jobs, shared.clone())
-            .map_err(|e| format!("cannot start writers: {e}"))?;
+        let writers = WriterPool::start(
+            config.db_writers,
+            &config.db,
+            jobs,
+            shared.clone(),
+            &config.sessions,
+        )
+        .map_err(|e| format!("cannot start writers: {e}"))?;
 
         let stopping = Arc::new(AtomicBool::new(false));
         let ha = config.ha.clone().map(|ha_config| {
             Arc::new(Election::new(
                 ha_config,
-                Box::new(store::PgLeaseStore::new(&config.db)),
+                Box::new(store::PgLeaseStore::new(&config.db, &config.sessions)),
                 Arc::new(SystemClock),
                 metrics.clone(),
             ))
@@ -154,7 +206,7 @@ impl Server {
             );
             Arc::new(AdvisoryElection::new(
                 a,
-                Box::new(PgLockSession::new(&config.db)),
+                Box::new(PgLockSession::new(&config.db, &config.sessions)),
                 Arc::new(SystemClock),
                 metrics.clone(),
             ))
@@ -162,10 +214,11 @@ impl Server {
         let advisory_thread = match &advisory {
             Some(election) => {
                 let (election, stopping) = (election.clone(), stopping.clone());
+                let keep_alive = config.sessions.watch_interval();
                 Some(
                     std::thread::Builder::new()
                         .name("promgres-advisory".into())
-                        .spawn(move || advisory_loop(&election, &stopping))
+                        .spawn(move || advisory_loop(&election, keep_alive, &stopping))
                         .map_err(|e| format!("cannot start the election thread: {e}"))?,
                 )
             }
@@ -173,11 +226,20 @@ impl Server {
         };
         let maintenance = {
             let (control, shared, stopping) = (control.clone(), shared.clone(), stopping.clone());
-            let retention = config.retention;
+            let retention = config.retention.zip(maintenance_db.clone());
             std::thread::Builder::new()
                 .name("promgres-maintenance".into())
                 .spawn(move || maintenance_loop(&control, &shared, retention, &stopping))
                 .map_err(|e| format!("cannot start maintenance thread: {e}"))?
+        };
+        let watchdog = {
+            let (control, stopping) = (control.clone(), stopping.clone());
+            let bounds = config.sessions;
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("promgres-watchdog".into())
+                .spawn(move || watchdog_loop(&control, &bounds, &metrics, &stopping))
+                .map_err(|e| format!("cannot start the watchdog thread: {e}"))?
         };
 
         let listener = std::net::TcpListener::bind(config.listen)
@@ -208,7 +270,11 @@ impl Server {
             decode_slots: http::decode_slots(),
             ha,
             advisory,
-            reads: crate::read::ReadPool::new(&config.db, config.read_connections),
+            reads: crate::read::ReadPool::new(
+                &config.db,
+                config.read_connections,
+                &config.sessions,
+            ),
             read_sample_limit: config.read_sample_limit,
             async_acks: config.async_acks,
             stopping: stopping.clone(),
@@ -241,9 +307,10 @@ impl Server {
             queue: Some(queue),
             writers: Some(writers),
             maintenance: Some(maintenance),
+            watchdog: Some(watchdog),
             election: election.take().or(advisory_thread),
             retention: config.retention,
-            control: Some(control_for_server),
+            maintenance_db,
             shared: Some(shared),
             metrics,
         })
@@ -255,10 +322,10 @@ impl Server {
 
     /// Runs the retention pass now (it also runs at start-up and every 10 minutes).
     pub fn apply_retention_now(&self) {
-        if let (Some(retention), Some(control), Some(shared)) =
-            (self.retention, &self.control, &self.shared)
+        if let (Some(retention), Some(db), Some(shared)) =
+            (self.retention, &self.maintenance_db, &self.shared)
         {
-            apply_retention(control, shared, retention, http::now_ms());
+            apply_retention(db, shared, retention, http::now_ms());
         }
     }
 
@@ -290,8 +357,11 @@ impl Server {
                 w.join();
             }
         });
-        if let Some(m) = self.maintenance.take() {
-            let _ = m.join();
+        for t in [self.maintenance.take(), self.watchdog.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = t.join();
         }
         handlers_done && drained
     }
@@ -320,15 +390,21 @@ fn election_loop(election: &Election, queue: &Queue, stopping: &AtomicBool) {
     }
 }
 
-/// The legacy election thread: one [`AdvisoryElection::tick`] per interval.
-fn advisory_loop(election: &AdvisoryElection, stopping: &AtomicBool) {
+/// The legacy election thread: one [`AdvisoryElection::tick`] per interval, and a ping of the
+/// lock session every `keep_alive` in between, so PostgreSQL's idle_session_timeout (the bound
+/// that frees a frozen holder's lock) never ends a live one.
+fn advisory_loop(election: &AdvisoryElection, keep_alive: Duration, stopping: &AtomicBool) {
     let interval =
         Duration::from_millis(u64::try_from(election.config().interval_ms).unwrap_or(10_000));
-    let mut last: Option<Instant> = None;
+    let (mut last, mut pinged): (Option<Instant>, Instant) = (None, Instant::now());
     while !stopping.load(Ordering::Relaxed) {
         if last.is_none_or(|l| l.elapsed() >= interval) {
             last = Some(Instant::now());
+            pinged = Instant::now();
             election.tick();
+        } else if pinged.elapsed() >= keep_alive {
+            pinged = Instant::now();
+            election.keep_alive();
         }
         std::thread::sleep(Duration::from_millis(50).min(interval));
     }
@@ -344,10 +420,44 @@ fn join_within(limit: Duration, f: impl FnOnce() + Send + 'static) -> bool {
     done_rx.recv_timeout(limit).is_ok()
 }
 
+/// Every `SessionBounds::watch_interval`: ends promgres sessions (of any instance) stalled
+/// mid-statement past `--db-stall-timeout`, which PostgreSQL itself never times out.
+fn watchdog_loop(
+    control: &Control,
+    bounds: &SessionBounds,
+    metrics: &Metrics,
+    stopping: &AtomicBool,
+) {
+    let interval = bounds.watch_interval();
+    let mut last: Option<Instant> = None;
+    while !stopping.load(Ordering::Relaxed) {
+        if last.is_some_and(|l| l.elapsed() < interval) {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        last = Some(Instant::now());
+        match control.with_client(|c| store::end_stalled_sessions(c, bounds)) {
+            Ok(ended) => {
+                for s in &ended {
+                    log::warn!(
+                        "ended a stalled promgres session: pid {} ({}), waiting for its client ({}) for {} ms",
+                        s.pid,
+                        s.application_name,
+                        s.wait_event,
+                        s.stalled_ms
+                    );
+                }
+                metrics.db_sessions_ended.add(ended.len() as u64);
+            }
+            Err(e) => log::warn!("watchdog: cannot check for stalled sessions: {e}"),
+        }
+    }
+}
+
 fn maintenance_loop(
     control: &Control,
     shared: &Shared,
-    retention: Option<Duration>,
+    retention: Option<(Duration, Arc<Control>)>,
     stopping: &AtomicBool,
 ) {
     // Retention runs at start-up too; partitions were just created by Server::start.
@@ -365,8 +475,8 @@ fn maintenance_loop(
             }
         }
         last = Some(Instant::now());
-        if let Some(retention) = retention {
-            apply_retention(control, shared, retention, http::now_ms());
+        if let Some((retention, db)) = &retention {
+            apply_retention(db, shared, *retention, http::now_ms());
         }
     }
 }

@@ -18,6 +18,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_series_generation",
         include_str!("../migrations/0003_series_generation.sql"),
     ),
+    (
+        "0004_advisory_tenure",
+        include_str!("../migrations/0004_advisory_tenure.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
@@ -350,9 +354,17 @@ pub struct Fence<'a> {
     pub max_ms: i64,
 }
 
-/// Inserts samples in one transaction and returns which fences held. `build` gets the
-/// verdict of each fence and returns the binary COPY data of the rows to store (the
-/// unconditional ones and those of fences that held).
+/// What the checks inside an insert transaction found: per advisory-lock fence whether its
+/// tenure still holds, per HA fence whether its replica still leads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    pub locks: Vec<bool>,
+    pub fences: Vec<bool>,
+}
+
+/// Inserts samples in one transaction and returns the verdicts of its fences. `build` gets
+/// them and returns the binary COPY data of the rows to store (those of jobs whose lock
+/// holds, and of HA fences that held).
 ///
 /// The fast path is a plain binary COPY, which PostgreSQL runs at about twice the speed of an
 /// ON CONFLICT insert; re-sent batches are rare, so only a transaction that hits the primary
@@ -363,13 +375,13 @@ pub fn insert_samples(
     generation: i64,
     locks: &[LockFence],
     fences: &[Fence],
-    build: &dyn Fn(&[bool]) -> Vec<u8>,
-) -> Result<(InsertPath, Vec<bool>)> {
+    build: &dyn Fn(&Verdicts) -> Vec<u8>,
+) -> Result<(InsertPath, Verdicts)> {
     match insert_attempt(client, generation, locks, fences, build, false) {
-        Ok(held) => Ok((InsertPath::Copy, held)),
+        Ok(verdicts) => Ok((InsertPath::Copy, verdicts)),
         Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
-            let held = insert_attempt(client, generation, locks, fences, build, true)?;
-            Ok((InsertPath::Deduplicated, held))
+            let verdicts = insert_attempt(client, generation, locks, fences, build, true)?;
+            Ok((InsertPath::Deduplicated, verdicts))
         }
         Err(e) => Err(e),
     }
@@ -380,9 +392,9 @@ fn insert_attempt(
     generation: i64,
     locks: &[LockFence],
     fences: &[Fence],
-    build: &dyn Fn(&[bool]) -> Vec<u8>,
+    build: &dyn Fn(&Verdicts) -> Vec<u8>,
     deduplicate: bool,
-) -> Result<Vec<bool>> {
+) -> Result<Verdicts> {
     let mut tx = client.transaction()?;
     // The series ids were resolved under `generation`; if series were removed since, they
     // may name deleted rows.
@@ -396,11 +408,13 @@ fn insert_attempt(
     if current != generation {
         return Err(StoreError::generation_moved(current));
     }
+    let mut verdicts = Verdicts::default();
     for lock in locks {
-        check_lock(&mut tx, *lock)?;
+        verdicts.locks.push(check_lock(&mut tx, *lock)?);
     }
     let (held, terms) = check_fences(&mut tx, fences)?;
-    let data = build(&held);
+    verdicts.fences = held;
+    let data = build(&verdicts);
     if deduplicate {
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS promgres_staging
@@ -424,9 +438,9 @@ fn insert_attempt(
             &data,
         )?;
     }
-    record_progress(&mut tx, fences, &held, &terms)?;
+    record_progress(&mut tx, fences, &verdicts.fences, &terms)?;
     tx.commit()?;
-    Ok(held)
+    Ok(verdicts)
 }
 
 fn copy_in(tx: &mut postgres::Transaction, copy: &str, data: &[u8]) -> Result<()> {
@@ -436,28 +450,28 @@ fn copy_in(tx: &mut postgres::Transaction, copy: &str, data: &[u8]) -> Result<()
     Ok(())
 }
 
-/// The advisory-lock fence (legacy election): the lock session `lock.pid` must still hold
-/// advisory lock `lock.key`. The transaction first takes the key's companion lock (the
-/// two-int4 form of the same number, a separate lock) shared, until commit; a new leader takes
-/// the companion exclusively right after winning the key, so it waits for every transaction
-/// of the old leader that passed this check before its lock was lost.
-fn check_lock(tx: &mut postgres::Transaction, lock: LockFence) -> Result<()> {
+/// The advisory-lock fence (legacy election): `lock.tenure` must still be the lock's current
+/// tenure, and the session that won it (its pid and backend start, so a reused pid cannot pass)
+/// must still hold advisory lock `lock.key`. The transaction first takes the key's companion
+/// lock (the two-int4 form of the same number, a separate lock) shared, until commit; a new
+/// holder bumps the tenure while holding the companion exclusively, so it waits for every
+/// transaction that passed this check under the old tenure.
+fn check_lock(tx: &mut postgres::Transaction, lock: LockFence) -> Result<bool> {
     let (hi, lo) = lock_halves(lock.key);
     tx.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", &[&hi, &lo])?;
-    let held: bool = tx
+    Ok(tx
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks
-                             WHERE locktype = 'advisory' AND pid = $1 AND granted AND objsubid = 1
-                               AND classid::int8 = ($2::int8 >> 32) & 4294967295
-                               AND objid::int8 = $2::int8 & 4294967295)",
-            &[&lock.pid, &lock.key],
+            "SELECT EXISTS (
+                 SELECT 1 FROM promgres.advisory_tenure t
+                   JOIN pg_stat_activity a ON a.pid = t.holder_pid AND a.backend_start = t.holder_start
+                   JOIN pg_locks l ON l.pid = t.holder_pid
+                  WHERE t.lock_id = $1 AND t.tenure = $2
+                    AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                    AND l.classid::int8 = ($1::int8 >> 32) & 4294967295
+                    AND l.objid::int8 = $1::int8 & 4294967295)",
+            &[&lock.key, &lock.tenure],
         )?
-        .try_get(0)?;
-    if held {
-        Ok(())
-    } else {
-        Err(StoreError::lock_lost(lock.key))
-    }
+        .try_get(0)?)
 }
 
 /// The two int4 halves of an advisory-lock key (for the companion lock).
@@ -465,26 +479,68 @@ fn lock_halves(key: i64) -> (i32, i32) {
     ((key >> 32) as i32, key as i32)
 }
 
-/// Tries the advisory lock on this session; on success waits, through the companion lock, for
-/// in-flight transactions of a previous holder, then returns this session's backend pid.
-pub fn try_advisory_lock(client: &mut Client, key: i64) -> Result<Option<i32>> {
-    let won: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
-        .try_get(0)?;
-    if !won {
-        return Ok(None);
+/// Tries the advisory lock on this session; on success returns the tenure it now holds. A
+/// session that already holds the key keeps its tenure and does not take the key a second
+/// time (a stacked hold would survive one unlock). After winning, the companion lock is taken
+/// exclusively, which waits for every in-flight transaction of the previous holder, and the
+/// tenure is bumped under it. If that fails (the wait timed out), the key is given back: a
+/// lock held without a tenure would block every other instance and store nothing.
+pub fn try_advisory_lock(client: &mut Client, key: i64) -> Result<Option<i64>> {
+    let row = client.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks
+                         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+                           AND objsubid = 1
+                           AND classid::int8 = ($1::int8 >> 32) & 4294967295
+                           AND objid::int8 = $1::int8 & 4294967295),
+                (SELECT tenure FROM promgres.advisory_tenure
+                  WHERE lock_id = $1 AND holder_pid = pg_backend_pid())",
+        &[&key],
+    )?;
+    let (held, tenure): (bool, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+    if let (true, Some(tenure)) = (held, tenure) {
+        return Ok(Some(tenure));
     }
-    let (hi, lo) = lock_halves(key);
-    client.execute("SELECT pg_advisory_lock($1, $2)", &[&hi, &lo])?;
-    client.execute("SELECT pg_advisory_unlock($1, $2)", &[&hi, &lo])?;
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])?
-        .try_get(0)?;
-    Ok(Some(pid))
+    if !held {
+        let won: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+            .try_get(0)?;
+        if !won {
+            return Ok(None);
+        }
+    }
+    match begin_tenure(client, key) {
+        Ok(tenure) => Ok(Some(tenure)),
+        Err(e) => {
+            // Give the key back; if the session is gone, so is the lock.
+            let _ = client.execute("SELECT pg_advisory_unlock_all()", &[]);
+            Err(e)
+        }
+    }
 }
 
-pub fn advisory_unlock(client: &mut Client, key: i64) -> Result<()> {
-    client.execute("SELECT pg_advisory_unlock($1)", &[&key])?;
+fn begin_tenure(client: &mut Client, key: i64) -> Result<i64> {
+    let (hi, lo) = lock_halves(key);
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&hi, &lo])?;
+    let tenure: i64 = tx
+        .query_one(
+            "INSERT INTO promgres.advisory_tenure AS t (lock_id, tenure, holder_pid, holder_start)
+             SELECT $1, 1, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+             ON CONFLICT (lock_id) DO UPDATE
+                SET tenure = t.tenure + 1, holder_pid = EXCLUDED.holder_pid,
+                    holder_start = EXCLUDED.holder_start, since = now()
+             RETURNING tenure",
+            &[&key],
+        )?
+        .try_get(0)?;
+    tx.commit()?;
+    Ok(tenure)
+}
+
+/// Gives up every session-level advisory lock of this session (the election's session holds
+/// only its key), however many times it was taken.
+pub fn advisory_unlock(client: &mut Client) -> Result<()> {
+    client.execute("SELECT pg_advisory_unlock_all()", &[])?;
     Ok(())
 }
 
@@ -588,10 +644,8 @@ fn lease_from_row(row: &postgres::Row) -> Result<crate::ha::Lease> {
 }
 
 impl PgLeaseStore {
-    pub fn new(db: &postgres::Config) -> Self {
-        let mut config = db.clone();
-        config.application_name("promgres-ha");
-        config.options("-c statement_timeout=10000 -c lock_timeout=5000");
+    pub fn new(db: &postgres::Config, bounds: &crate::pg_session::SessionBounds) -> Self {
+        let config = crate::pg_session::config(db, crate::pg_session::Kind::Ha, bounds);
         PgLeaseStore {
             config,
             client: None,
@@ -676,6 +730,55 @@ impl crate::ha::LeaseStore for PgLeaseStore {
                 .collect()
         })
     }
+}
+
+/// A session ended by [`end_stalled_sessions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalledSession {
+    pub pid: i32,
+    pub application_name: String,
+    pub wait_event: String,
+    pub stalled_ms: i64,
+}
+
+/// Ends the promgres sessions of this database (any instance's) that have been inside a
+/// statement waiting for their client past the bound: for input (`ClientRead`: a COPY stalled
+/// mid-stream, a pipeline cut between messages) longer than the stall timeout, for output
+/// (`ClientWrite`: a reader that stopped reading) longer than the read deadline plus the stall
+/// timeout. PostgreSQL's own timeouts do not fire while a statement waits on its client, so
+/// without this a frozen promgres would hold its locks until its TCP connection died, which
+/// for a stopped process (its kernel still acknowledges) is never.
+pub fn end_stalled_sessions(
+    client: &mut Client,
+    bounds: &crate::pg_session::SessionBounds,
+) -> Result<Vec<StalledSession>> {
+    let stall_ms = i64::try_from(bounds.stall.as_millis()).unwrap_or(i64::MAX);
+    let write_ms = i64::try_from((bounds.read + bounds.stall).as_millis()).unwrap_or(i64::MAX);
+    let rows = client.query(
+        "SELECT pid, application_name, wait_event,
+                (extract(epoch FROM clock_timestamp() - state_change) * 1000)::int8,
+                pg_terminate_backend(pid)
+           FROM pg_stat_activity
+          WHERE datname = current_database()
+            AND pid <> pg_backend_pid()
+            AND application_name LIKE 'promgres-%'
+            AND state = 'active'
+            AND ((wait_event = 'ClientRead'
+                  AND state_change < clock_timestamp() - $1::int8 * interval '1 millisecond')
+              OR (wait_event = 'ClientWrite'
+                  AND state_change < clock_timestamp() - $2::int8 * interval '1 millisecond'))",
+        &[&stall_ms, &write_ms],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(StalledSession {
+                pid: r.try_get(0)?,
+                application_name: r.try_get(1)?,
+                wait_event: r.try_get(2)?,
+                stalled_ms: r.try_get(3)?,
+            })
+        })
+        .collect()
 }
 
 /// Key of the advisory lock that lets one instance at a time apply retention.

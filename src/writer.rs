@@ -6,9 +6,11 @@
 //! statement for all misses), make sure the days' partitions exist, then binary COPY the
 //! samples and commit. Only after the commit is any job answered Ok.
 
+use crate::advisory::LockFence;
 use crate::decode::{LabelSet, Metadata, SeriesSamples};
 use crate::metrics::Metrics;
-use crate::queue::{Committed, FencedGroup, Job, Outcome};
+use crate::pg_session::{self, SessionBounds};
+use crate::queue::{Committed, Job, Outcome};
 use crate::series_cache::{SeriesCache, SeriesKey};
 use crate::store::{self, InsertPath, SampleRow, StoreError};
 use crossbeam_channel::Receiver;
@@ -58,14 +60,11 @@ impl WriterPool {
         db: &postgres::Config,
         jobs: Receiver<Job>,
         shared: Arc<Shared>,
+        bounds: &SessionBounds,
     ) -> std::io::Result<WriterPool> {
         let mut handles = Vec::with_capacity(count);
         for n in 0..count {
-            let mut config = db.clone();
-            config.application_name(&format!("promgres-writer-{n}"));
-            // A writer stuck behind a lock or a runaway statement gives up and answers 503
-            // instead of holding its share of the pipeline forever.
-            config.options("-c statement_timeout=60000 -c lock_timeout=30000");
+            let config = pg_session::config(db, pg_session::Kind::Writer(n), bounds);
             let writer = Writer {
                 name: format!("writer-{n}"),
                 config,
@@ -164,7 +163,7 @@ impl Writer {
                 for job in merged {
                     let outcome = self
                         .write(std::slice::from_ref(&job))
-                        .map(|mut c| c.pop().unwrap_or_default());
+                        .and_then(|mut c| c.pop().unwrap_or_else(|| Ok(Vec::new())));
                     self.finish(job, outcome);
                 }
             }
@@ -175,7 +174,7 @@ impl Writer {
             }
             Ok(committed) => {
                 for (job, c) in merged.into_iter().zip(committed) {
-                    self.finish(job, Ok(c));
+                    self.finish(job, c);
                 }
             }
         }
@@ -244,9 +243,8 @@ impl Writer {
             .set(&[&self.name], if up { 1.0 } else { 0.0 });
     }
 
-    /// Writes the jobs in one transaction; on success returns, per job, the indices of its
-    /// fenced groups that were refused.
-    fn write(&mut self, jobs: &[Job]) -> Result<Vec<Vec<usize>>, StoreError> {
+    /// Writes the jobs in one transaction; on success returns each job's result.
+    fn write(&mut self, jobs: &[Job]) -> Result<Vec<JobResult>, StoreError> {
         let metrics = self.shared.metrics.clone();
         if self.client.is_none() {
             match store::connect(&self.config) {
@@ -298,39 +296,78 @@ impl Writer {
     }
 }
 
+/// What one job of a committed transaction got: the indices of its fenced groups that were
+/// refused (their replica no longer led), or, when the advisory lock it was accepted under is
+/// no longer held in its tenure, an error of its own while the other jobs commit.
+type JobResult = Result<Vec<usize>, StoreError>;
+
+/// A transaction's rows, kept per job and per fenced group so that verdicts found inside the
+/// transaction can leave some out.
+struct Rows {
+    /// Each job's unconditional rows.
+    plain: Vec<Vec<SampleRow>>,
+    /// (job, group index within the job, rows) of every fenced group.
+    groups: Vec<(usize, usize, Vec<SampleRow>)>,
+    /// Index into the transaction's distinct lock fences, per job.
+    lock_of: Vec<Option<usize>>,
+}
+
+impl Rows {
+    fn job_holds(&self, job: usize, verdicts: &store::Verdicts) -> bool {
+        self.lock_of[job].is_none_or(|l| verdicts.locks.get(l).copied().unwrap_or(false))
+    }
+
+    /// The rows to store under `verdicts`, in key order, each (series, time) once: the first
+    /// in job order wins. Jobs are merged in the order they were acknowledged (retried ones
+    /// first), so a value re-sent for a timestamp after the first one's 2xx never replaces it,
+    /// with asynchronous acks as with synchronous ones. In key order, index pages are touched
+    /// in sequence, and two writers holding overlapping rows (a re-send racing its original)
+    /// lock them in the same order, so cannot deadlock.
+    fn chosen(&self, verdicts: &store::Verdicts) -> Vec<SampleRow> {
+        let mut rows = Vec::new();
+        for (j, plain) in self.plain.iter().enumerate() {
+            if !self.job_holds(j, verdicts) {
+                continue;
+            }
+            rows.extend_from_slice(plain);
+            for (k, (_, _, group)) in self.groups.iter().enumerate().filter(|(_, g)| g.0 == j) {
+                if verdicts.fences.get(k).copied().unwrap_or(false) {
+                    rows.extend_from_slice(group);
+                }
+            }
+        }
+        // Stable: equal keys keep job order, and dedup keeps the first.
+        rows.sort_by_key(|r| (r.series_id, r.timestamp_ms));
+        rows.dedup_by_key(|r| (r.series_id, r.timestamp_ms));
+        rows
+    }
+}
+
 /// Stores the jobs' metadata and samples in one transaction; returns the number of samples
-/// committed and, per job, the indices of its fenced groups that were refused.
+/// committed and each job's result.
 fn write_jobs(
     client: &mut Client,
     shared: &Shared,
     jobs: &[Job],
-) -> Result<(usize, Vec<Vec<usize>>), StoreError> {
+) -> Result<(usize, Vec<JobResult>), StoreError> {
     let metadata = latest_metadata(jobs);
     if !metadata.is_empty() {
         store::upsert_metadata(client, &metadata)?;
         shared.metrics.metadata_stored.add(metadata.len() as u64);
     }
 
-    // Unconditional series first, then each fenced group's, resolved in one batch.
-    let plain: Vec<&SeriesSamples> = jobs.iter().flat_map(|j| j.batch.series.iter()).collect();
-    let groups: Vec<(usize, usize, &FencedGroup)> = jobs
+    // Every job's unconditional series, then its fenced groups' series, resolved in one batch.
+    let all: Vec<&SeriesSamples> = jobs
         .iter()
-        .enumerate()
-        .flat_map(|(j, job)| {
-            job.fenced
+        .flat_map(|job| {
+            job.batch
+                .series
                 .iter()
-                .enumerate()
-                .map(move |(g, group)| (j, g, group))
+                .chain(job.fenced.iter().flat_map(|g| g.series.iter()))
         })
         .collect();
-    let all: Vec<&SeriesSamples> = plain
-        .iter()
-        .copied()
-        .chain(groups.iter().flat_map(|(_, _, g)| g.series.iter()))
-        .collect();
-    let mut committed: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
     if all.is_empty() {
-        return Ok((0, committed));
+        return Ok((0, jobs.iter().map(|_| Ok(Vec::new())).collect()));
     }
     // Read before resolving: ids cached or created from here on belong to this generation.
     let generation = shared
@@ -339,7 +376,7 @@ fn write_jobs(
     let ids = resolve_ids(client, shared, &all)?;
     let mut ids = ids.into_iter();
     let mut days = HashSet::new();
-    let mut to_rows = |series: &[&SeriesSamples]| -> Vec<SampleRow> {
+    let mut to_rows = |series: &[SeriesSamples]| -> Vec<SampleRow> {
         let mut rows = Vec::new();
         for (s, series_id) in series.iter().zip(ids.by_ref()) {
             for sample in &s.samples {
@@ -353,48 +390,57 @@ fn write_jobs(
         }
         rows
     };
-    let plain_rows = to_rows(&plain);
-    let group_rows: Vec<Vec<SampleRow>> = groups
+    // In advisory-lock mode each job carries the lock tenure it was accepted under; each
+    // distinct one is checked once, and a job whose tenure is over fails alone.
+    let mut locks: Vec<LockFence> = Vec::new();
+    let mut rows = Rows {
+        plain: Vec::with_capacity(jobs.len()),
+        groups: Vec::new(),
+        lock_of: Vec::with_capacity(jobs.len()),
+    };
+    for (j, job) in jobs.iter().enumerate() {
+        rows.plain.push(to_rows(&job.batch.series));
+        for (g, group) in job.fenced.iter().enumerate() {
+            rows.groups.push((j, g, to_rows(&group.series)));
+        }
+        rows.lock_of.push(job.lock.map(|lock| {
+            locks.iter().position(|l| *l == lock).unwrap_or_else(|| {
+                locks.push(lock);
+                locks.len() - 1
+            })
+        }));
+    }
+    let fences: Vec<store::Fence> = rows
+        .groups
         .iter()
-        .map(|(_, _, g)| to_rows(&g.series.iter().collect::<Vec<_>>()))
-        .collect();
-    let fences: Vec<store::Fence> = groups
-        .iter()
-        .zip(&group_rows)
-        .map(|((_, _, g), rows)| store::Fence {
-            cluster: &g.cluster,
-            replica: &g.replica,
-            min_ms: rows
-                .iter()
-                .map(|r| r.timestamp_ms)
-                .min()
-                .unwrap_or(i64::MAX),
-            max_ms: rows
-                .iter()
-                .map(|r| r.timestamp_ms)
-                .max()
-                .unwrap_or(i64::MIN),
+        .map(|(j, g, group_rows)| {
+            let group = &jobs[*j].fenced[*g];
+            store::Fence {
+                cluster: &group.cluster,
+                replica: &group.replica,
+                min_ms: group_rows
+                    .iter()
+                    .map(|r| r.timestamp_ms)
+                    .min()
+                    .unwrap_or(i64::MAX),
+                max_ms: group_rows
+                    .iter()
+                    .map(|r| r.timestamp_ms)
+                    .max()
+                    .unwrap_or(i64::MIN),
+            }
         })
         .collect();
     ensure_partitions(client, shared, &days)?;
-    // In advisory-lock mode each job carries the lock it was accepted under; all must hold.
-    let mut locks: Vec<_> = jobs.iter().filter_map(|j| j.lock).collect();
-    locks.sort_unstable_by_key(|l| (l.pid, l.key));
-    locks.dedup();
-    let build = |held: &[bool]| -> Vec<u8> {
-        let mut rows = plain_rows.clone();
-        for (rs, ok) in group_rows.iter().zip(held) {
-            if *ok {
-                rows.extend_from_slice(rs);
-            }
-        }
-        // In key order: index pages are touched in sequence, and two writers holding
-        // overlapping rows (a re-send racing its original) lock them in the same order, so
-        // cannot deadlock.
-        rows.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
-        store::encode_copy(&rows)
+    // The rows of the last build are the ones committed.
+    let stored = std::cell::Cell::new(0usize);
+    let build = |verdicts: &store::Verdicts| {
+        let chosen = rows.chosen(verdicts);
+        stored.set(chosen.len());
+        store::encode_copy(&chosen)
     };
-    let (path, held) = match store::insert_samples(client, generation, &locks, &fences, &build) {
+    let (path, verdicts) = match store::insert_samples(client, generation, &locks, &fences, &build)
+    {
         Err(e) if store::is_missing_partition(&e) => {
             // A partition we believed in is gone (dropped by retention or by hand): forget
             // what we knew and try once more.
@@ -411,15 +457,21 @@ fn write_jobs(
     if path == InsertPath::Deduplicated {
         shared.metrics.duplicate_fallbacks.add(1);
     }
-    let mut stored = plain_rows.len();
-    for (((j, g, _), rows), ok) in groups.iter().zip(&group_rows).zip(&held) {
-        if *ok {
-            stored += rows.len();
-        } else {
-            committed[*j].push(*g);
+    let stored = stored.get();
+    let mut results: Vec<JobResult> = jobs.iter().map(|_| Ok(Vec::new())).collect();
+    for (k, (j, g, _)) in rows.groups.iter().enumerate() {
+        if !verdicts.fences.get(k).copied().unwrap_or(false) {
+            if let Some(Ok(refused)) = results.get_mut(*j) {
+                refused.push(*g);
+            }
         }
     }
-    Ok((stored, committed))
+    for (j, job) in jobs.iter().enumerate() {
+        if let (Some(lock), false) = (job.lock, rows.job_holds(j, &verdicts)) {
+            results[j] = Err(StoreError::lock_lost(lock.key));
+        }
+    }
+    Ok((stored, results))
 }
 
 /// Moves the elements at `indices` out of `items`.

@@ -245,7 +245,7 @@ fn a_terminated_lock_session_stops_writing_and_no_moment_is_stored_twice() {
     let terminated: i64 = c
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-              WHERE application_name = 'promgres-advisory-lock' AND datname = current_database()
+              WHERE application_name LIKE 'promgres-advisory-lock %' AND datname = current_database()
                 AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = 303 AND granted)",
             &[],
         )
@@ -326,4 +326,181 @@ fn two_groups_with_different_lock_ids_do_not_interfere() {
         })
         .sum();
     assert_eq!(leaders, 2, "one leader per group");
+}
+
+/// The lock session as promgres opens it (5 s lock_timeout) on a migrated test database.
+fn lock_session(db: &TestDb) -> promgres::advisory::PgLockSession {
+    promgres::server::migrate(&db.config()).expect("migrate");
+    promgres::advisory::PgLockSession::new(
+        &db.config(),
+        &promgres::pg_session::SessionBounds::default(),
+    )
+}
+
+/// Whether some other session can take advisory lock `key` now (and gives it back).
+fn free(db: &TestDb, key: i64) -> bool {
+    let mut c = db.client();
+    let won: bool = c
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .expect("try")
+        .get(0);
+    if won {
+        c.execute("SELECT pg_advisory_unlock($1)", &[&key])
+            .expect("unlock");
+    }
+    won
+}
+
+#[test]
+fn a_lock_whose_companion_wait_times_out_is_given_back() {
+    use promgres::advisory::LockSession;
+    let db = TestDb::new("lock_companion");
+    let mut session = lock_session(&db);
+    let key: i64 = 909;
+    // An old holder's writer is inside a fenced transaction: it holds the companion shared.
+    let mut writer = db.client();
+    let mut tx = writer.transaction().expect("begin");
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared(($1::int8 >> 32)::int4, $1::int4)",
+        &[&key],
+    )
+    .expect("companion");
+    let started = Instant::now();
+    let result = session.try_lock(key);
+    assert!(
+        result.is_err(),
+        "the companion wait times out: {result:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        free(&db, key),
+        "the key won before the companion timed out was given back"
+    );
+    tx.rollback().expect("rollback");
+    assert_eq!(session.try_lock(key).expect("try"), Some(1), "first tenure");
+}
+
+#[test]
+fn a_session_never_holds_the_key_twice() {
+    use promgres::advisory::LockSession;
+    let db = TestDb::new("lock_twice");
+    let mut session = lock_session(&db);
+    let key: i64 = 910;
+    let first = session.try_lock(key).expect("try").expect("won");
+    let again = session.try_lock(key).expect("try").expect("still held");
+    assert_eq!(first, again, "the same tenure, not a second hold");
+    assert!(!free(&db, key));
+    session.unlock(key).expect("unlock");
+    assert!(free(&db, key), "one unlock gives the lock up");
+}
+
+#[test]
+fn a_stale_tenure_fails_alone_in_a_merged_transaction() {
+    use promgres::advisory::{AdvisoryConfig, AdvisoryElection, LockFence};
+    use promgres::metrics::Metrics;
+    use promgres::queue::Queue;
+    use promgres::writer::{Shared, WriterPool};
+    let db = TestDb::new("lock_stale");
+    let key: i64 = 911;
+    let session = lock_session(&db);
+    struct Manual(std::sync::atomic::AtomicI64);
+    impl promgres::ha::Clock for Manual {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+    let clock = Arc::new(Manual(std::sync::atomic::AtomicI64::new(1_000_000)));
+    let metrics = Arc::new(Metrics::default());
+    let election = AdvisoryElection::new(
+        AdvisoryConfig {
+            lock_id: key,
+            prometheus_timeout_ms: 30_000,
+            interval_ms: 10_000,
+        },
+        Box::new(session),
+        clock.clone(),
+        metrics.clone(),
+    );
+    let stale = election.on_write().expect("tenure 1");
+    // Its Prometheus goes quiet: the instance resigns; it comes back and wins again.
+    clock.0.fetch_add(40_000, Ordering::SeqCst);
+    election.tick();
+    assert!(!election.is_leader());
+    clock.0.fetch_add(2_000, Ordering::SeqCst);
+    let current: LockFence = election.on_write().expect("tenure 2");
+    assert_eq!((stale.tenure, current.tenure), (1, 2));
+    let (queue, jobs) = Queue::new(16, metrics.clone());
+    let shared = Arc::new(Shared::new(metrics.clone(), 1000));
+    let writers = WriterPool::start(
+        1,
+        &db.config(),
+        jobs,
+        shared,
+        &promgres::pg_session::SessionBounds::default(),
+    )
+    .expect("writer");
+    let batch = |metric: &str| {
+        let req = write_request(vec![series(&[("__name__", metric)], &[(now_ms(), 1.0)])]);
+        promgres::decode::decode_write(
+            &encode(&req),
+            promgres::decode::Limits::new(1 << 20, 86_400_000),
+            now_ms(),
+        )
+        .expect("decode")
+    };
+    // Hold the writer in its first transaction (the series-removal lock it takes shared), so
+    // the next two jobs queue up and are merged into one transaction.
+    let mut blocker = db.client();
+    let mut hold = blocker.transaction().expect("begin");
+    hold.execute("SELECT pg_advisory_xact_lock(8102661195471090281)", &[])
+        .expect("removal lock");
+    let first = queue
+        .submit(batch("first"), Vec::new(), Some(current), true)
+        .expect("queued")
+        .expect("waiter");
+    std::thread::sleep(Duration::from_millis(500));
+    let old = queue
+        .submit(batch("stale_job"), Vec::new(), Some(stale), true)
+        .expect("queued")
+        .expect("waiter");
+    let new = queue
+        .submit(batch("valid_job"), Vec::new(), Some(current), true)
+        .expect("queued")
+        .expect("waiter");
+    hold.rollback().expect("release");
+    let wait = Duration::from_secs(10);
+    assert!(first.recv_timeout(wait).expect("answer").is_ok());
+    let old = old.recv_timeout(wait).expect("answer");
+    let new = new.recv_timeout(wait).expect("answer");
+    assert!(
+        old.as_ref().is_err_and(|e| e.is_lock_lost()),
+        "the stale job fails: {old:?}"
+    );
+    assert!(new.is_ok(), "the valid job merged with it commits: {new:?}");
+    // The handler of the stale job reports its fence failure: the leader stays leader.
+    election.on_fence_failed(stale);
+    assert!(
+        election.is_leader(),
+        "a stale job must not demote a valid leader"
+    );
+    drop(queue);
+    writers.join();
+    let mut c = db.client();
+    let stored: Vec<String> = c
+        .query("SELECT metric FROM prom_series ORDER BY 1", &[])
+        .expect("series")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        stored.contains(&"valid_job".to_string()) && stored.contains(&"first".to_string()),
+        "{stored:?}"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM prom_samples p JOIN prom_series s USING (series_id) WHERE s.metric = 'stale_job'"
+        ),
+        0
+    );
 }

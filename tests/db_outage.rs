@@ -154,3 +154,29 @@ fn async_acks_survive_an_outage_by_retrying() {
     );
     assert!(server.shutdown(Duration::from_secs(10)));
 }
+
+#[test]
+fn healthz_tells_the_truth_at_once_after_a_database_restart() {
+    let pg = ScratchPg::new("outage_health");
+    let db = TestDb::on(&pg.admin_uri(), "outage_health");
+    let mut config = promgres::config::Config::for_database(db.config());
+    // The watchdog, which also uses the control connection, then looks only every 5 s.
+    config.sessions.stall = Duration::from_secs(60);
+    let server = promgres::server::Server::start(&config).expect("start");
+    let addr = server.addr();
+    for round in 0..2 {
+        assert_eq!(get(addr, "/healthz").status, 200, "round {round}: before");
+        // No check while it is down: the control session is not replaced until it is used.
+        pg.stop();
+        pg.start();
+        // The control session died with the server; the first check must not report its
+        // corpse ("connection closed") but reconnect and answer for the database as it is.
+        let r = get(addr, "/healthz");
+        assert_eq!(
+            r.status, 200,
+            "round {round}: first check after the restart: {}",
+            r.body
+        );
+    }
+    assert!(server.shutdown(Duration::from_secs(10)));
+}

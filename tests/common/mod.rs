@@ -595,6 +595,7 @@ impl Process {
     pub fn kill(&mut self) {
         let _ = std::process::Command::new("kill")
             .args(["-CONT", &self.pid().to_string()])
+            .stderr(std::process::Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();

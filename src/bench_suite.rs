@@ -446,7 +446,17 @@ fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
         let mut sorted = batch.to_vec();
         sorted.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
         let data = store::encode_copy(&sorted);
-        store::insert_samples(&mut c, 0, &[], &[], &|_| data.clone()).map_err(|e| e.to_string())?;
+        store::insert_samples(
+            &mut c,
+            store::SeriesIds {
+                generation: 0,
+                ids: &[],
+            },
+            &[],
+            &[],
+            &|_| data.clone(),
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
 }

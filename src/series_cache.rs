@@ -3,7 +3,9 @@
 //! Keys are 128-bit hashes of the canonical label set, so an entry costs tens of bytes instead
 //! of the label text: 64 bits of SipHash under a per-process random key (a sender cannot aim
 //! collisions at it without the key) and 64 bits of a cheap multiply-rotate hash (more bits
-//! against chance collisions, for a fraction of a second SipHash pass). Ids never change once assigned, so entries never go stale. Past `max_entries` the
+//! against chance collisions, for a fraction of a second SipHash pass). Ids never change once
+//! assigned; an entry goes stale only when its series is removed (retention), and the writers
+//! then evict it (`evict_ids`). Past `max_entries` the
 //! cache starts over rather than grow without end as series churn: a full restart costs one
 //! batched look-up per request until it is warm again, and needs no per-entry bookkeeping.
 
@@ -70,7 +72,19 @@ impl SeriesCache {
         ids.capacity() * (std::mem::size_of::<(SeriesKey, i64)>() + 1)
     }
 
-    /// Forgets every id (series were removed in the database).
+    /// Forgets the given ids (those series were removed in the database).
+    pub fn evict_ids(&self, removed: &[i64]) {
+        if removed.is_empty() {
+            return;
+        }
+        let removed: std::collections::HashSet<i64> = removed.iter().copied().collect();
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, id| !removed.contains(id));
+    }
+
+    /// Forgets every id.
     pub fn clear(&self) {
         *self.ids.write().unwrap_or_else(|p| p.into_inner()) = HashMap::new();
     }

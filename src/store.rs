@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_advisory_tenure",
         include_str!("../migrations/0004_advisory_tenure.sql"),
     ),
+    (
+        "0005_series_removals",
+        include_str!("../migrations/0005_series_removals.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
@@ -135,7 +139,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A SQLSTATE-like code of promgres's own for a lost advisory lock (class PL is unused by
 /// PostgreSQL).
 const LOCK_LOST: &str = "PL001";
-/// ... and for a series generation that moved (series were removed; caches must reset).
+/// ... and for a series generation that moved past series a transaction uses (they were
+/// removed; the caches must forget them).
 const GENERATION_MOVED: &str = "PL002";
 
 /// Advisory lock key guarding series removal: writers hold it shared while they insert, the
@@ -360,6 +365,17 @@ pub struct Fence<'a> {
 pub struct Verdicts {
     pub locks: Vec<bool>,
     pub fences: Vec<bool>,
+    /// The series generation at commit; when it moved past the one the ids were resolved
+    /// under, series were removed meanwhile (none of those used here).
+    pub generation: i64,
+}
+
+/// The series ids a transaction writes under, and the series generation they were resolved
+/// under.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesIds<'a> {
+    pub generation: i64,
+    pub ids: &'a [i64],
 }
 
 /// Inserts samples in one transaction and returns the verdicts of its fences. `build` gets
@@ -372,15 +388,15 @@ pub struct Verdicts {
 /// commit, so a hand-over (which locks them FOR UPDATE) happens wholly before or after.
 pub fn insert_samples(
     client: &mut Client,
-    generation: i64,
+    series: SeriesIds,
     locks: &[LockFence],
     fences: &[Fence],
     build: &dyn Fn(&Verdicts) -> Vec<u8>,
 ) -> Result<(InsertPath, Verdicts)> {
-    match insert_attempt(client, generation, locks, fences, build, false) {
+    match insert_attempt(client, series, locks, fences, build, false) {
         Ok(verdicts) => Ok((InsertPath::Copy, verdicts)),
         Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
-            let verdicts = insert_attempt(client, generation, locks, fences, build, true)?;
+            let verdicts = insert_attempt(client, series, locks, fences, build, true)?;
             Ok((InsertPath::Deduplicated, verdicts))
         }
         Err(e) => Err(e),
@@ -389,15 +405,15 @@ pub fn insert_samples(
 
 fn insert_attempt(
     client: &mut Client,
-    generation: i64,
+    series: SeriesIds,
     locks: &[LockFence],
     fences: &[Fence],
     build: &dyn Fn(&Verdicts) -> Vec<u8>,
     deduplicate: bool,
 ) -> Result<Verdicts> {
     let mut tx = client.transaction()?;
-    // The series ids were resolved under `generation`; if series were removed since, they
-    // may name deleted rows.
+    // The series ids were resolved under `series.generation`; series removed since (the
+    // removal holds this lock exclusively while it deletes) must not be among them.
     tx.execute(
         "SELECT pg_advisory_xact_lock_shared($1)",
         &[&SERIES_REMOVAL_LOCK_KEY],
@@ -405,10 +421,21 @@ fn insert_attempt(
     let current: i64 = tx
         .query_one("SELECT generation FROM promgres.series_generation", &[])?
         .try_get(0)?;
-    if current != generation {
-        return Err(StoreError::generation_moved(current));
+    if current != series.generation {
+        let row = tx.query_one(
+            "SELECT count(*) = $2::int8 - $1::int8, coalesce(bool_or(series_ids && $3::int8[]), false)
+               FROM promgres.series_removals WHERE generation > $1 AND generation <= $2",
+            &[&series.generation, &current, &series.ids],
+        )?;
+        let (complete, hit): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+        if !complete || hit {
+            return Err(StoreError::generation_moved(current));
+        }
     }
-    let mut verdicts = Verdicts::default();
+    let mut verdicts = Verdicts {
+        generation: current,
+        ..Verdicts::default()
+    };
     for lock in locks {
         verdicts.locks.push(check_lock(&mut tx, *lock)?);
     }
@@ -845,44 +872,91 @@ pub fn series_generation(client: &mut Client) -> Result<i64> {
         .try_get(0)?)
 }
 
+/// Series one removal transaction deletes at most: it holds the removal lock exclusively, so
+/// every writer of every instance waits for it; a thousand keep that wait to milliseconds.
+pub const REMOVAL_BATCH: usize = 1000;
+
 /// Removes series that have had no sample for `older_than` and have none left (their
-/// partitions were dropped), and returns how many. Candidates are found without locks; they
-/// are re-checked and deleted under the exclusive removal lock, which waits for writers in
-/// flight, and the series generation is bumped so every instance's cache resets.
+/// partitions were dropped), and returns how many. Candidates are found without locks; then,
+/// [`REMOVAL_BATCH`] at a time, each batch is re-checked and deleted in a short transaction
+/// under the exclusive removal lock (taken with a 2 s lock_timeout, so it never sits long in
+/// the lock queue where writers would line up behind it), which bumps the series generation
+/// and records the ids it removed, so every instance evicts just those ids from its cache.
 pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u64> {
     let candidates: Vec<i64> = client
         .query(
             "SELECT s.id FROM promgres.series s
               WHERE s.created_at < now() - $1::int8 * interval '1 millisecond'
                 AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
+              ORDER BY s.id
               LIMIT 100000",
             &[&older_than_ms],
         )?
         .iter()
         .map(|r| r.try_get(0))
         .collect::<std::result::Result<_, _>>()?;
-    if candidates.is_empty() {
-        return Ok(0);
-    }
-    let mut tx = client.transaction()?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[&SERIES_REMOVAL_LOCK_KEY],
+    client.execute(
+        "DELETE FROM promgres.series_removals WHERE removed_at < now() - interval '1 day'",
+        &[],
     )?;
-    let removed = tx.execute(
-        "DELETE FROM promgres.series s
-          WHERE s.id = ANY($1)
-            AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)",
-        &[&candidates],
-    )?;
-    if removed > 0 {
+    let mut removed = 0u64;
+    for batch in candidates.chunks(REMOVAL_BATCH) {
+        let mut tx = client.transaction()?;
+        tx.batch_execute("SET LOCAL lock_timeout = '2s'")?;
         tx.execute(
-            "UPDATE promgres.series_generation SET generation = generation + 1",
-            &[],
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&SERIES_REMOVAL_LOCK_KEY],
         )?;
+        let ids: Vec<i64> = tx
+            .query(
+                "DELETE FROM promgres.series s
+                  WHERE s.id = ANY($1)
+                    AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
+                 RETURNING s.id",
+                &[&batch],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        if !ids.is_empty() {
+            tx.execute(
+                "WITH bumped AS (
+                     UPDATE promgres.series_generation SET generation = generation + 1
+                     RETURNING generation)
+                 INSERT INTO promgres.series_removals (generation, series_ids)
+                 SELECT generation, $1 FROM bumped",
+                &[&ids],
+            )?;
+        }
+        tx.commit()?;
+        removed += ids.len() as u64;
     }
-    tx.commit()?;
     Ok(removed)
+}
+
+/// The series ids removed after `generation` up to `current`, or None when the records no
+/// longer reach back that far (pruned after a day): the caller then forgets every cached id.
+pub fn removed_since(
+    client: &mut Client,
+    generation: i64,
+    current: i64,
+) -> Result<Option<Vec<i64>>> {
+    let rows = client.query(
+        "SELECT generation, series_ids FROM promgres.series_removals
+          WHERE generation > $1 AND generation <= $2 ORDER BY generation",
+        &[&generation, &current],
+    )?;
+    let mut expected = generation + 1;
+    let mut ids = Vec::new();
+    for row in rows {
+        let g: i64 = row.try_get(0)?;
+        if g != expected {
+            return Ok(None);
+        }
+        expected += 1;
+        ids.extend(row.try_get::<_, Vec<i64>>(1)?);
+    }
+    Ok((expected == current + 1).then_some(ids))
 }
 
 /// A label matcher of a remote-read query, already validated.

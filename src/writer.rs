@@ -93,6 +93,10 @@ impl WriterPool {
     }
 }
 
+/// How often one write is redone because series were removed meanwhile, before it fails
+/// (503) and the sender retries.
+const GENERATION_RETRIES: usize = 20;
+
 /// Pauses between attempts to store asynchronously acknowledged jobs that failed.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -265,18 +269,25 @@ impl Writer {
         };
         let started = Instant::now();
         let mut result = write_jobs(client, &self.shared, jobs);
-        if let Some(generation) = result.as_ref().err().and_then(StoreError::moved_generation) {
-            // Series were removed (or this is the first write): the cached ids may be stale.
-            self.shared.series.clear();
-            self.shared
-                .series_generation
-                .store(generation, std::sync::atomic::Ordering::SeqCst);
+        // Series this transaction used were removed since they were resolved: forget the
+        // removed ids and redo it (a removal pass commits batch after batch, so maybe again).
+        let mut retries = 0;
+        while let Some(current) = result.as_ref().err().and_then(StoreError::moved_generation) {
+            retries += 1;
+            if retries > GENERATION_RETRIES {
+                break;
+            }
+            catch_up(client, &self.shared, current);
             result = write_jobs(client, &self.shared, jobs);
         }
+        if let Ok(written) = &result {
+            // Committed while series it did not use were removed: forget those too.
+            catch_up(client, &self.shared, written.generation);
+        }
         match &result {
-            Ok((stored, _)) => {
+            Ok(written) => {
                 metrics.commit_duration.observe(started.elapsed());
-                metrics.samples_stored.add(*stored as u64);
+                metrics.samples_stored.add(written.stored as u64);
             }
             Err(e) => {
                 let kind = if e.connection_lost {
@@ -292,8 +303,23 @@ impl Writer {
                 }
             }
         }
-        result.map(|(_, committed)| committed)
+        result.map(|written| written.results)
     }
+}
+
+/// Brings the instance's series cache to generation `current`: evicts the ids removed since
+/// the generation it knows, or everything when the removal records no longer reach back.
+fn catch_up(client: &mut Client, shared: &Shared, current: i64) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let known = shared.series_generation.load(SeqCst);
+    if known == current {
+        return;
+    }
+    match store::removed_since(client, known, current) {
+        Ok(Some(ids)) if known >= 0 => shared.series.evict_ids(&ids),
+        _ => shared.series.clear(),
+    }
+    shared.series_generation.store(current, SeqCst);
 }
 
 /// What one job of a committed transaction got: the indices of its fenced groups that were
@@ -343,13 +369,17 @@ impl Rows {
     }
 }
 
-/// Stores the jobs' metadata and samples in one transaction; returns the number of samples
-/// committed and each job's result.
-fn write_jobs(
-    client: &mut Client,
-    shared: &Shared,
-    jobs: &[Job],
-) -> Result<(usize, Vec<JobResult>), StoreError> {
+/// What a committed transaction did.
+struct Written {
+    /// Samples committed.
+    stored: usize,
+    results: Vec<JobResult>,
+    /// The series generation at commit.
+    generation: i64,
+}
+
+/// Stores the jobs' metadata and samples in one transaction.
+fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Written, StoreError> {
     let metadata = latest_metadata(jobs);
     if !metadata.is_empty() {
         store::upsert_metadata(client, &metadata)?;
@@ -367,14 +397,24 @@ fn write_jobs(
         })
         .collect();
     if all.is_empty() {
-        return Ok((0, jobs.iter().map(|_| Ok(Vec::new())).collect()));
+        return Ok(Written {
+            stored: 0,
+            results: jobs.iter().map(|_| Ok(Vec::new())).collect(),
+            generation: shared
+                .series_generation
+                .load(std::sync::atomic::Ordering::SeqCst),
+        });
     }
     // Read before resolving: ids cached or created from here on belong to this generation.
     let generation = shared
         .series_generation
         .load(std::sync::atomic::Ordering::SeqCst);
-    let ids = resolve_ids(client, shared, &all)?;
-    let mut ids = ids.into_iter();
+    let resolved = resolve_ids(client, shared, &all)?;
+    let series = store::SeriesIds {
+        generation,
+        ids: &resolved,
+    };
+    let mut ids = resolved.iter().copied();
     let mut days = HashSet::new();
     let mut to_rows = |series: &[SeriesSamples]| -> Vec<SampleRow> {
         let mut rows = Vec::new();
@@ -439,8 +479,7 @@ fn write_jobs(
         stored.set(chosen.len());
         store::encode_copy(&chosen)
     };
-    let (path, verdicts) = match store::insert_samples(client, generation, &locks, &fences, &build)
-    {
+    let (path, verdicts) = match store::insert_samples(client, series, &locks, &fences, &build) {
         Err(e) if store::is_missing_partition(&e) => {
             // A partition we believed in is gone (dropped by retention or by hand): forget
             // what we knew and try once more.
@@ -450,7 +489,7 @@ fn write_jobs(
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             ensure_partitions(client, shared, &days)?;
-            store::insert_samples(client, generation, &locks, &fences, &build)?
+            store::insert_samples(client, series, &locks, &fences, &build)?
         }
         other => other?,
     };
@@ -471,7 +510,11 @@ fn write_jobs(
             results[j] = Err(StoreError::lock_lost(lock.key));
         }
     }
-    Ok((stored, results))
+    Ok(Written {
+        stored,
+        results,
+        generation: verdicts.generation,
+    })
 }
 
 /// Moves the elements at `indices` out of `items`.

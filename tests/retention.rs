@@ -171,3 +171,91 @@ fn series_left_without_samples_are_removed_and_come_back_cleanly() {
     );
     assert!(server.shutdown(Duration::from_secs(10)));
 }
+
+#[test]
+fn removing_many_series_neither_stalls_writers_nor_empties_their_caches() {
+    let db = TestDb::new("series_gc_many");
+    let mut config = promgres::config::Config::for_database(db.config());
+    config.retention = Some(Duration::from_secs(3 * 86_400));
+    config.max_sample_age = Duration::from_secs(3 * 86_400);
+    let server = promgres::server::Server::start(&config).expect("start");
+    let addr = server.addr();
+    let mut c = db.client();
+    // 200 live series being written, and 30,000 abandoned ones with no sample left.
+    let t0 = now_ms() - 600_000;
+    assert_eq!(
+        post_write(addr, &encode(&node_like(200, t0, 1.0, "live"))).status,
+        204
+    );
+    c.batch_execute(
+        "INSERT INTO promgres.series (metric, labels, labels_hash, created_at)
+         SELECT 'gone', l, sha256(convert_to(l::text, 'UTF8')), now() - interval '30 days'
+           FROM (SELECT jsonb_build_object('__name__', 'gone', 'i', i::text) AS l
+                   FROM generate_series(1, 30000) i) x",
+    )
+    .expect("abandoned series");
+    let misses = |m: &promgres::metrics::Metrics| m.series_cache_misses.get();
+    let misses_before = misses(&server.metrics);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (latencies, removal) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut latencies = Vec::new();
+            let mut n = 1;
+            // Bounded: at most 3,000 requests.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && n < 3000 {
+                let started = std::time::Instant::now();
+                let r = post_write(addr, &encode(&node_like(200, t0 + n * 100, 1.0, "live")));
+                assert_eq!(r.status, 204, "{}", r.body);
+                latencies.push(started.elapsed());
+                n += 1;
+            }
+            latencies
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        server.apply_retention_now();
+        let removal = started.elapsed();
+        std::thread::sleep(Duration::from_millis(200));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (writer.join().expect("writer"), removal)
+    });
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM prom_series WHERE metric = 'gone'"
+        ),
+        0,
+        "all removed"
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM prom_series WHERE metric <> 'gone'"
+        ),
+        200,
+        "live series kept"
+    );
+    // In batches of at most 1,000, each its own short transaction and generation.
+    let batches = count(&mut c, "SELECT count(*) FROM promgres.series_removals");
+    let largest = count(
+        &mut c,
+        "SELECT max(cardinality(series_ids))::int8 FROM promgres.series_removals",
+    );
+    assert!(
+        batches >= 30 && largest <= 1000,
+        "{batches} batches, largest {largest}"
+    );
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "removal of 30,000 series took {removal:?} in {batches} batches; {} writes meanwhile, slowest {slowest:?}",
+        latencies.len()
+    );
+    assert!(latencies.len() >= 5, "writes went on during the removal");
+    // The live series stayed cached: the removal evicted only the ids it removed.
+    let extra_misses = misses(&server.metrics) - misses_before;
+    assert!(
+        extra_misses < 200,
+        "{extra_misses} cache misses: the writers' caches were emptied"
+    );
+    assert!(server.shutdown(Duration::from_secs(10)));
+}

@@ -9,7 +9,7 @@
 //! `pg_locks`, that the lock session still holds the lock (the fence), so an instance whose
 //! session died (database restart, network cut, idle timeout) stops writing at once.
 
-use crate::ha::Clock;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

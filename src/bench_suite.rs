@@ -6,8 +6,9 @@
 //! promgres runs as a separate process (the release binary next to this one) so its CPU time
 //! and peak RSS are its own; PostgreSQL's CPU is summed over its processes.
 
+use crate::clock::Clock;
 use crate::decode::{self, Limits};
-use crate::ha::{Clock, Election, HaConfig, Lease, LeaseStore};
+use crate::ha::{Election, HaConfig, Lease, LeaseStore};
 use crate::loadgen::{self, Workload};
 use crate::metrics::Metrics;
 use crate::proto;
@@ -71,7 +72,7 @@ impl Results {
 }
 
 fn now_ms() -> i64 {
-    crate::http::now_ms()
+    crate::clock::now_ms()
 }
 
 /// CPU seconds (user + system) of a process, from /proc.

@@ -184,6 +184,24 @@ pub struct Config {
     pub read_connections: usize,
     /// Some with --leader-election-pg-advisory-lock-id.
     pub advisory: Option<crate::advisory::AdvisoryConfig>,
+    /// The host's clock; tests put a skewed one here.
+    pub clock: LocalClock,
+}
+
+/// The receiver's clock a server runs with (the system clock outside tests).
+#[derive(Clone)]
+pub struct LocalClock(pub std::sync::Arc<dyn crate::clock::Clock>);
+
+impl Default for LocalClock {
+    fn default() -> Self {
+        LocalClock(std::sync::Arc::new(crate::clock::SystemClock))
+    }
+}
+
+impl std::fmt::Debug for LocalClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalClock({} ms)", self.0.now_ms())
+    }
 }
 
 impl Config {
@@ -210,6 +228,7 @@ impl Config {
             read_sample_limit: 50_000_000,
             read_connections: 2,
             advisory: None,
+            clock: LocalClock::default(),
         }
     }
 }
@@ -363,6 +382,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         read_connections: (args.db_connections_max - args.db_writers - 1 - extra)
             .min(args.read_concurrent_limit.max(1)),
         advisory,
+        clock: LocalClock::default(),
     })
 }
 

@@ -13,6 +13,7 @@
 //! takes over at T = the old leader's newest committed sample + 1 ms, and its buffered samples
 //! from T on are stored, so the data gap is about one scrape interval.
 
+use crate::clock::Clock;
 use crate::decode::{push_json_string, SeriesSamples, WriteBatch};
 use crate::metrics::Metrics;
 use crate::queue::FencedGroup;
@@ -26,19 +27,6 @@ use std::sync::{Arc, Mutex};
 /// older than this, so a stale view delays a legitimate leader's data by at most this long
 /// (it is buffered meanwhile, not lost).
 const REFRESH_MS: i64 = 1000;
-
-/// The receiver's wall clock, injected so the election logic is testable without sleeping.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> i64;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        crate::http::now_ms()
-    }
-}
 
 /// A cluster's current lease, as stored in `promgres.ha_leases`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +80,6 @@ impl HaConfig {
 /// Why the HA stage refused a request.
 #[derive(Debug)]
 pub enum HaError {
-    /// The series has one of the two HA labels but not the other (the sender's fault).
-    MissingLabel { series: String, missing: String },
     /// The lease could not be read or changed (ours: retry).
     Store(StoreError),
 }
@@ -101,10 +87,6 @@ pub enum HaError {
 impl std::fmt::Display for HaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HaError::MissingLabel { series, missing } => write!(
-                f,
-                "series {series} has one HA label but not {missing:?}: with --high-availability a series needs both the cluster and the replica label, or neither"
-            ),
             HaError::Store(e) => write!(f, "cannot check the HA lease: {e}"),
         }
     }
@@ -231,16 +213,18 @@ impl Election {
                         samples: s.samples,
                     });
                 }
+                // One HA label without the other: not an HA pair's series, so ordinary data,
+                // stored as it is (as Mimir does), and counted.
                 (Some(_), None) | (None, Some(_)) => {
                     let missing = if cluster.is_none() {
-                        &self.config.cluster_label
+                        "cluster"
                     } else {
-                        &self.config.replica_label
+                        "replica"
                     };
-                    return Err(HaError::MissingLabel {
-                        series: s.labels.to_string(),
-                        missing: missing.clone(),
-                    });
+                    self.metrics
+                        .ha_samples_unpaired
+                        .add(&[missing], s.samples.len() as u64);
+                    routed.plain.series.push(s);
                 }
             }
         }

@@ -562,7 +562,7 @@ fn a_stale_view_never_loses_the_new_leaders_data() {
 }
 
 #[test]
-fn series_without_ha_labels_pass_and_half_labelled_ones_are_refused() {
+fn series_without_ha_labels_or_with_one_of_them_are_ordinary_data() {
     let sim = Sim::new(1, 1 << 20);
     let batch = validate(
         proto::WriteRequest {
@@ -588,8 +588,10 @@ fn series_without_ha_labels_pass_and_half_labelled_ones_are_refused() {
         sim.now(),
     )
     .expect("valid");
-    let err = sim.instances[0].route(batch).expect_err("half labelled");
-    assert!(err.to_string().contains("\"__replica__\""), "{err}");
+    let routed = sim.instances[0].route(batch).expect("half labelled");
+    assert_eq!(routed.plain.series.len(), 1, "stored as it is");
+    assert!(routed.fenced.is_empty() && routed.not_stored == 0);
+    assert_eq!(sim.metrics.ha_samples_unpaired.get(&["replica"]), 1);
     let plain = validate(
         proto::WriteRequest {
             timeseries: vec![proto::TimeSeries {

@@ -67,6 +67,9 @@ pub enum ApiError {
     HaDisabled,
     HandOver(HandOverError),
     MissingParameter(&'static str),
+    /// A sample time looked out of range while the database clock, by which it is judged,
+    /// could not be read lately: ours to retry, not the sender's fault.
+    ClockUnknown(DecodeError),
 }
 
 impl ApiError {
@@ -88,7 +91,7 @@ impl ApiError {
             ) => 400,
             ApiError::Read(ReadError::Store(e)) if e.is_data_error() => 400,
             ApiError::Read(ReadError::Store(_) | ReadError::Busy(_)) => 503,
-            ApiError::Ha(HaError::MissingLabel { .. }) | ApiError::MissingParameter(_) => 400,
+            ApiError::MissingParameter(_) => 400,
             ApiError::Ha(HaError::Store(_)) | ApiError::HandOver(HandOverError::Store(_)) => 503,
             ApiError::HandOver(HandOverError::UnknownCluster) => 404,
             ApiError::HandOver(HandOverError::ReplicaNotSending) => 409,
@@ -98,7 +101,8 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::Database(_)
             | ApiError::CommitTimeout(_)
-            | ApiError::Unhealthy(_) => 503,
+            | ApiError::Unhealthy(_)
+            | ApiError::ClockUnknown(_) => 503,
         }
     }
 
@@ -115,7 +119,7 @@ impl ApiError {
             ApiError::Database(_) => "database_error",
             ApiError::CommitTimeout(_) => "commit_timeout",
             ApiError::Unhealthy(_) => "unhealthy",
-            ApiError::Ha(HaError::MissingLabel { .. }) => "ha_missing_label",
+            ApiError::ClockUnknown(_) => "clock_unknown",
             ApiError::Read(_) => "read_error",
             ApiError::Ha(HaError::Store(_)) => "ha_lease_unavailable",
             ApiError::HaDisabled | ApiError::HandOver(_) | ApiError::MissingParameter(_) => {
@@ -150,6 +154,10 @@ impl std::fmt::Display for ApiError {
             ApiError::HaDisabled => write!(f, "high availability is off (--high-availability)"),
             ApiError::HandOver(e) => write!(f, "{e}"),
             ApiError::MissingParameter(p) => write!(f, "missing query parameter {p:?}"),
+            ApiError::ClockUnknown(e) => write!(
+                f,
+                "{e}; the database clock, by which sample times are judged, could not be read lately: retry later"
+            ),
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct HttpState {
     pub advisory: Option<Arc<AdvisoryElection>>,
     pub reads: Arc<ReadPool>,
     pub read_sample_limit: usize,
+    /// The database clock, by which sample times are judged.
+    pub db_clock: Arc<crate::clock::DbClock>,
 }
 
 impl HttpState {
@@ -352,9 +362,15 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
         }
     }
     let body = read_body(request, limit, state.body_deadline)?;
+    // Sample times are judged by the database clock; if it could not be read lately, a time
+    // that looks out of range may be our clock's fault, and a 4xx would lose the samples.
+    let now = state.db_clock.now();
     let batch = state
-        .with_decode_slot(|| decode::decode_write(&body, state.limits, now_ms()))
-        .map_err(ApiError::Decode)?;
+        .with_decode_slot(|| decode::decode_write(&body, state.limits, now.ms))
+        .map_err(|e| match e {
+            DecodeError::TimestampOutOfRange { .. } if !now.trusted => ApiError::ClockUnknown(e),
+            e => ApiError::Decode(e),
+        })?;
     drop(body);
     let samples = batch.sample_count();
     state.metrics.samples_received.add(samples as u64);
@@ -611,11 +627,4 @@ fn metrics(request: &Request, state: &HttpState) -> Reply {
             "text/plain; version=0.0.4; charset=utf-8",
         )),
     )
-}
-
-pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }

@@ -6,6 +6,7 @@
 
 pub mod advisory;
 pub mod bench_suite;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod ha;

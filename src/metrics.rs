@@ -203,6 +203,7 @@ pub struct Metrics {
     pub ha_leader_changes: CounterVec,
     pub ha_samples_accepted: CounterVec,
     pub ha_samples_dropped: CounterVec,
+    pub ha_samples_unpaired: CounterVec,
     pub ha_buffer_bytes: Gauge,
     pub ha_last_failover_gap: GaugeVec,
     pub advisory_leader: Gauge,
@@ -239,6 +240,7 @@ impl Default for Metrics {
             ha_leader_changes: CounterVec::new(&["cluster"]),
             ha_samples_accepted: CounterVec::new(&["cluster", "replica", "kind"]),
             ha_samples_dropped: CounterVec::new(&["cluster", "replica", "reason"]),
+            ha_samples_unpaired: CounterVec::new(&["missing"]),
             ha_buffer_bytes: Gauge::default(),
             ha_last_failover_gap: GaugeVec::new(&["cluster"]),
             advisory_leader: Gauge::default(),
@@ -525,6 +527,14 @@ impl Metrics {
         );
         self.ha_samples_dropped
             .render(out, "promgres_ha_samples_dropped_total");
+        head(
+            out,
+            "promgres_ha_unpaired_samples_total",
+            "counter",
+            "Samples of series with one HA label but not the other (missing: cluster or replica), stored as ordinary data.",
+        );
+        self.ha_samples_unpaired
+            .render(out, "promgres_ha_unpaired_samples_total");
         head(
             out,
             "promgres_ha_standby_buffer_bytes",

@@ -3,8 +3,9 @@
 //! `main` and the integration tests both start promgres through [`Server::start`].
 
 use crate::advisory::{AdvisoryElection, PgLockSession};
+use crate::clock::DbClock;
 use crate::config::Config;
-use crate::ha::{Election, SystemClock};
+use crate::ha::Election;
 use crate::http::{self, HealthCheck, HttpState};
 use crate::metrics::Metrics;
 use crate::pg_session::{self, SessionBounds};
@@ -117,6 +118,7 @@ pub struct Server {
     election: Option<JoinHandle<()>>,
     retention: Option<Duration>,
     maintenance_db: Option<Arc<Control>>,
+    db_clock: Arc<DbClock>,
     shared: Option<Arc<Shared>>,
     pub metrics: Arc<Metrics>,
 }
@@ -158,8 +160,18 @@ impl Server {
                 &config.sessions,
             ))
         });
+        let db_clock = Arc::new(DbClock::new(config.clock.0.clone()));
         control
-            .with_client(|c| writer::prepare_partitions(c, &shared, http::now_ms()))
+            .with_client(|c| read_database_clock(c, &db_clock))
+            .map_err(|e| format!("cannot read the database clock: {e}"))?;
+        if db_clock.offset_ms().abs() > 1_000 {
+            log::warn!(
+                "this host's clock is {} ms behind the database's; sample times are judged by the database's",
+                db_clock.offset_ms()
+            );
+        }
+        control
+            .with_client(|c| writer::prepare_partitions(c, &shared, db_clock.now().ms))
             .map_err(|e| format!("cannot create partitions: {e}"))?;
         let generation = control
             .with_client(store::series_generation)
@@ -183,7 +195,7 @@ impl Server {
             Arc::new(Election::new(
                 ha_config,
                 Box::new(store::PgLeaseStore::new(&config.db, &config.sessions)),
-                Arc::new(SystemClock),
+                config.clock.0.clone(),
                 metrics.clone(),
             ))
         });
@@ -207,7 +219,7 @@ impl Server {
             Arc::new(AdvisoryElection::new(
                 a,
                 Box::new(PgLockSession::new(&config.db, &config.sessions)),
-                Arc::new(SystemClock),
+                config.clock.0.clone(),
                 metrics.clone(),
             ))
         });
@@ -227,18 +239,19 @@ impl Server {
         let maintenance = {
             let (control, shared, stopping) = (control.clone(), shared.clone(), stopping.clone());
             let retention = config.retention.zip(maintenance_db.clone());
+            let clock = db_clock.clone();
             std::thread::Builder::new()
                 .name("promgres-maintenance".into())
-                .spawn(move || maintenance_loop(&control, &shared, retention, &stopping))
+                .spawn(move || maintenance_loop(&control, &shared, &clock, retention, &stopping))
                 .map_err(|e| format!("cannot start maintenance thread: {e}"))?
         };
         let watchdog = {
             let (control, stopping) = (control.clone(), stopping.clone());
             let bounds = config.sessions;
-            let metrics = metrics.clone();
+            let (metrics, clock) = (metrics.clone(), db_clock.clone());
             std::thread::Builder::new()
                 .name("promgres-watchdog".into())
-                .spawn(move || watchdog_loop(&control, &bounds, &metrics, &stopping))
+                .spawn(move || watchdog_loop(&control, &bounds, &clock, &metrics, &stopping))
                 .map_err(|e| format!("cannot start the watchdog thread: {e}"))?
         };
 
@@ -278,6 +291,7 @@ impl Server {
             read_sample_limit: config.read_sample_limit,
             async_acks: config.async_acks,
             stopping: stopping.clone(),
+            db_clock: db_clock.clone(),
         });
         let mut http_threads = Vec::with_capacity(config.http_threads);
         for n in 0..config.http_threads {
@@ -311,6 +325,7 @@ impl Server {
             election: election.take().or(advisory_thread),
             retention: config.retention,
             maintenance_db,
+            db_clock,
             shared: Some(shared),
             metrics,
         })
@@ -325,7 +340,7 @@ impl Server {
         if let (Some(retention), Some(db), Some(shared)) =
             (self.retention, &self.maintenance_db, &self.shared)
         {
-            apply_retention(db, shared, retention, http::now_ms());
+            apply_retention(db, shared, retention, self.db_clock.now().ms);
         }
     }
 
@@ -420,11 +435,21 @@ fn join_within(limit: Duration, f: impl FnOnce() + Send + 'static) -> bool {
     done_rx.recv_timeout(limit).is_ok()
 }
 
+/// Reads the database clock into `clock`.
+fn read_database_clock(client: &mut Client, clock: &DbClock) -> store::Result<()> {
+    let before = clock.local().now_ms();
+    let db = store::database_clock_ms(client)?;
+    clock.observe(before, db, clock.local().now_ms());
+    Ok(())
+}
+
 /// Every `SessionBounds::watch_interval`: ends promgres sessions (of any instance) stalled
-/// mid-statement past `--db-stall-timeout`, which PostgreSQL itself never times out.
+/// mid-statement past `--db-stall-timeout`, which PostgreSQL itself never times out, and reads
+/// the database clock.
 fn watchdog_loop(
     control: &Control,
     bounds: &SessionBounds,
+    clock: &DbClock,
     metrics: &Metrics,
     stopping: &AtomicBool,
 ) {
@@ -451,12 +476,16 @@ fn watchdog_loop(
             }
             Err(e) => log::warn!("watchdog: cannot check for stalled sessions: {e}"),
         }
+        if let Err(e) = control.with_client(|c| read_database_clock(c, clock)) {
+            log::debug!("watchdog: cannot read the database clock: {e}");
+        }
     }
 }
 
 fn maintenance_loop(
     control: &Control,
     shared: &Shared,
+    clock: &DbClock,
     retention: Option<(Duration, Arc<Control>)>,
     stopping: &AtomicBool,
 ) {
@@ -469,14 +498,14 @@ fn maintenance_loop(
         }
         if last.is_some() {
             if let Err(e) =
-                control.with_client(|c| writer::prepare_partitions(c, shared, http::now_ms()))
+                control.with_client(|c| writer::prepare_partitions(c, shared, clock.now().ms))
             {
                 log::warn!("maintenance: cannot create partitions ahead: {e}");
             }
         }
         last = Some(Instant::now());
         if let Some((retention, db)) = &retention {
-            apply_retention(db, shared, *retention, http::now_ms());
+            apply_retention(db, shared, *retention, clock.now().ms);
         }
     }
 }

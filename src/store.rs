@@ -26,6 +26,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_series_removals",
         include_str!("../migrations/0005_series_removals.sql"),
     ),
+    (
+        "0006_handover_not_in_future",
+        include_str!("../migrations/0006_handover_not_in_future.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
@@ -863,6 +867,16 @@ fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
         dropped.push(name);
     }
     Ok(dropped)
+}
+
+/// The database server's clock (`clock_timestamp()`), in ms since the Unix epoch.
+pub fn database_clock_ms(client: &mut Client) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8",
+            &[],
+        )?
+        .try_get(0)?)
 }
 
 /// The current series generation (see migrations/0003_series_generation.sql).

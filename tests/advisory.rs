@@ -404,7 +404,7 @@ fn a_stale_tenure_fails_alone_in_a_merged_transaction() {
     let key: i64 = 911;
     let session = lock_session(&db);
     struct Manual(std::sync::atomic::AtomicI64);
-    impl promgres::ha::Clock for Manual {
+    impl promgres::clock::Clock for Manual {
         fn now_ms(&self) -> i64 {
             self.0.load(Ordering::SeqCst)
         }

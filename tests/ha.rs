@@ -327,14 +327,6 @@ fn a_database_error_in_the_election_is_503_never_4xx() {
         .expect("rename back");
     let r = post_write(addr, &encode(&scrape("new", "n0", 3, now_ms())));
     assert_eq!(r.status, 204, "{}", r.body);
-    // A series with only one of the labels is the sender's fault.
-    let half = write_request(vec![series(
-        &[("__name__", "m"), ("cluster", "new")],
-        &[(now_ms(), 1.0)],
-    )]);
-    let r = post_write(addr, &encode(&half));
-    assert_eq!(r.status, 400);
-    assert!(r.body.contains("\"__replica__\""), "{}", r.body);
     // Metadata-only requests never touch the election.
     c.batch_execute("ALTER TABLE promgres.ha_leases RENAME TO ha_leases_away")
         .expect("rename");
@@ -343,5 +335,53 @@ fn a_database_error_in_the_election_is_503_never_4xx() {
     assert_eq!(post_write(addr, &encode(&meta)).status, 204);
     c.batch_execute("ALTER TABLE promgres.ha_leases_away RENAME TO ha_leases")
         .expect("rename back");
+    assert!(server.shutdown(Duration::from_secs(10)));
+}
+
+#[test]
+fn a_series_with_one_ha_label_is_ordinary_data() {
+    let db = TestDb::new("ha_unpaired");
+    let server = Server::start(&ha_config(&db)).expect("start");
+    let t = now_ms() - 10_000;
+    let req = write_request(vec![
+        series(
+            &[("__name__", "only_cluster"), ("cluster", "c")],
+            &[(t, 1.0)],
+        ),
+        series(
+            &[("__name__", "only_replica"), ("__replica__", "r1")],
+            &[(t, 2.0), (t + 1, 3.0)],
+        ),
+        series(&[("__name__", "plain")], &[(t, 4.0)]),
+    ]);
+    let r = post_write(server.addr(), &encode(&req));
+    assert_eq!(r.status, 204, "{}", r.body);
+    let mut c = db.client();
+    let mut stored: Vec<String> = c
+        .query(
+            "SELECT s.labels::text FROM prom_samples p JOIN prom_series s USING (series_id)",
+            &[],
+        )
+        .expect("stored")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        vec![
+            r#"{"__name__": "only_replica", "__replica__": "r1"}"#,
+            r#"{"__name__": "only_replica", "__replica__": "r1"}"#,
+            r#"{"__name__": "plain"}"#,
+            r#"{"cluster": "c", "__name__": "only_cluster"}"#,
+        ],
+        "stored as they came, the lone replica label included"
+    );
+    let metrics = get(server.addr(), "/metrics").body;
+    assert!(
+        metrics.contains("promgres_ha_unpaired_samples_total{missing=\"replica\"} 1")
+            && metrics.contains("promgres_ha_unpaired_samples_total{missing=\"cluster\"} 2"),
+        "{metrics}"
+    );
     assert!(server.shutdown(Duration::from_secs(10)));
 }

@@ -395,6 +395,27 @@ pub fn decode_write(body: &[u8], limits: Limits, now_ms: i64) -> Result<WriteBat
     validate_parsed(wire::parse_write_request(&raw)?, limits, now_ms)
 }
 
+/// Decompresses a remote-read body and checks, before prost builds the `ReadRequest`, that it
+/// would not take more memory than a write request may: a body of millions of empty queries
+/// is refused (413) instead of being allocated.
+pub fn decompress_read_request(
+    body: &[u8],
+    max_decoded_bytes: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    let raw = decompress(body, max_decoded_bytes)?;
+    let budget = max_decoded_bytes
+        .saturating_mul(MEMORY_FACTOR)
+        .max(MIN_MEMORY_BUDGET);
+    let estimated = wire::estimate_read_request_bytes(&raw, budget)?;
+    if estimated > budget {
+        return Err(DecodeError::TooManyElements {
+            estimated,
+            limit: budget,
+        });
+    }
+    Ok(raw)
+}
+
 /// Validates a request decoded by prost; see [`decode_write`].
 pub fn validate(
     request: proto::WriteRequest,
@@ -735,6 +756,40 @@ mod wire {
             _ => Ok(()),
         })?;
         Ok(super::ParsedSeries { spans, samples })
+    }
+
+    /// Estimated bytes a decoded `ReadRequest` occupies; stops counting past `budget`.
+    pub fn estimate_read_request_bytes(buf: &[u8], budget: usize) -> Result<usize, DecodeError> {
+        let query_cost = std::mem::size_of::<crate::proto::Query>() + 16;
+        let matcher_cost = std::mem::size_of::<crate::proto::LabelMatcher>() + 32;
+        let mut total = 0usize;
+        each_field(buf, |field, value| {
+            if total > budget {
+                return Ok(());
+            }
+            match (field, value) {
+                (1, Field::Bytes(query)) => {
+                    total += query_cost;
+                    fields(query, |f, p| {
+                        if f == 3 {
+                            total += matcher_cost + p.len();
+                        }
+                        Ok(())
+                    })
+                }
+                // accepted_response_types: an i32 each, packed or not.
+                (2, Field::Bytes(packed)) => {
+                    total += 4 * packed.len();
+                    Ok(())
+                }
+                (2, _) => {
+                    total += 4;
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        })?;
+        Ok(total)
     }
 
     /// Estimated bytes a decoded `WriteRequest` occupies; stops counting past `budget`.

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::queue::{FencedGroup, Queue, SubmitError};
 use crate::read::{ReadError, ReadPool};
 use crate::store::StoreError;
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,12 +85,16 @@ impl ApiError {
             // should catch such input first; this is the safety net.
             ApiError::Database(e) if e.is_data_error() => 400,
             ApiError::UnsupportedMediaType(_) => 415,
-            ApiError::Read(ReadError::Decode(DecodeError::TooLarge { .. })) => 413,
+            ApiError::Read(ReadError::Decode(
+                DecodeError::TooLarge { .. } | DecodeError::TooManyElements { .. },
+            )) => 413,
             ApiError::Read(
                 ReadError::Decode(_) | ReadError::BadMatcher(_) | ReadError::SampleLimit(_),
             ) => 400,
             ApiError::Read(ReadError::Store(e)) if e.is_data_error() => 400,
-            ApiError::Read(ReadError::Store(_) | ReadError::Busy(_)) => 503,
+            ApiError::Read(ReadError::Store(_) | ReadError::Busy(_) | ReadError::Deadline(_)) => {
+                503
+            }
             ApiError::MissingParameter(_) => 400,
             ApiError::Ha(HaError::Store(_)) | ApiError::HandOver(HandOverError::Store(_)) => 503,
             ApiError::HandOver(HandOverError::UnknownCluster) => 404,
@@ -190,6 +194,10 @@ pub struct HttpState {
     pub advisory: Option<Arc<AdvisoryElection>>,
     pub reads: Arc<ReadPool>,
     pub read_sample_limit: usize,
+    /// `--read-timeout`: the longest one remote read may take.
+    pub read_timeout: Duration,
+    /// Remote reads waiting for a read worker.
+    pub read_queue: Sender<ReadJob>,
     /// The database clock, by which sample times are judged.
     pub db_clock: Arc<crate::clock::DbClock>,
 }
@@ -245,7 +253,24 @@ fn handle(mut request: Request, state: &HttpState) {
     let boxed = |r: Reply| r.map(Response::boxed);
     let (metric_path, result) = match path.as_str() {
         "/write" | "/api/v1/write" => ("/write", boxed(write(&mut request, state))),
-        "/read" | "/api/v1/read" => ("/read", read(&mut request, state)),
+        "/read" | "/api/v1/read" => match accept_read(&mut request, state) {
+            // Queued for a read worker, which answers: a handler thread never waits on a read.
+            Ok(read) => match state.read_queue.try_send(ReadJob {
+                request,
+                read,
+                started,
+            }) {
+                Ok(()) => return,
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    request = job.request;
+                    (
+                        "/read",
+                        Err(ApiError::Read(ReadError::Busy(Duration::ZERO))),
+                    )
+                }
+            },
+            Err(e) => ("/read", Err(e)),
+        },
         "/healthz" => ("/healthz", boxed(healthz(&request, state))),
         "/metrics" => ("/metrics", boxed(metrics(&request, state))),
         "/api/v1/ha/clusters" => ("/api/v1/ha/clusters", boxed(ha_state(&request, state))),
@@ -255,6 +280,18 @@ fn handle(mut request: Request, state: &HttpState) {
         ),
         _ => ("other", Err(ApiError::NotFound)),
     };
+    answer(request, &path, metric_path, started, result, state);
+}
+
+/// Sends the answer to a request, or the error's, and counts it.
+fn answer(
+    request: Request,
+    path: &str,
+    metric_path: &'static str,
+    started: Instant,
+    result: Result<tiny_http::ResponseBox, ApiError>,
+    state: &HttpState,
+) {
     let response = match result {
         Ok(r) => r,
         Err(e) => {
@@ -575,11 +612,31 @@ fn read_body(request: &mut Request, limit: usize, deadline: Duration) -> Result<
     Ok(body)
 }
 
-/// How long a read waits for a free read connection before 503.
+/// How long a read may wait in the queue for a read worker before 503.
 const READ_WAIT: Duration = Duration::from_secs(30);
 
-/// `POST /read`: Prometheus remote read.
-fn read(request: &mut Request, state: &HttpState) -> Result<tiny_http::ResponseBox, ApiError> {
+/// A remote read accepted by a handler thread: decoded and planned, to be run by a read worker.
+pub struct AcceptedRead {
+    plans: Vec<crate::read::Plan>,
+    stream: bool,
+}
+
+/// A remote read waiting for a read worker, with the request to answer.
+pub struct ReadJob {
+    request: Request,
+    read: AcceptedRead,
+    started: Instant,
+}
+
+/// The read workers' queue: bounded, so reads beyond it get 503 at once.
+pub fn read_queue(workers: usize) -> (Sender<ReadJob>, Receiver<ReadJob>) {
+    crossbeam_channel::bounded((4 * workers).max(16))
+}
+
+/// `POST /read` on a handler thread: checks, reads and decodes the request (bounded by the
+/// body deadline and the decode budget) and plans its queries; running them is a read
+/// worker's job.
+fn accept_read(request: &mut Request, state: &HttpState) -> Result<AcceptedRead, ApiError> {
     if *request.method() != Method::Post {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -589,20 +646,58 @@ fn read(request: &mut Request, state: &HttpState) -> Result<tiny_http::ResponseB
         .map_err(ApiError::Read)?;
     let replica_label = state.ha.as_ref().map(|h| h.config().replica_label.as_str());
     let plans = crate::read::plan(&read_request, replica_label).map_err(ApiError::Read)?;
+    Ok(AcceptedRead {
+        plans,
+        stream: crate::read::wants_stream(&read_request),
+    })
+}
+
+/// A read worker: runs queued remote reads one at a time on its own connection of the read
+/// pool, until shutdown. Reads therefore never take handler threads from writes, and at most
+/// as many run as there are workers.
+pub fn read_worker(jobs: &Receiver<ReadJob>, state: &HttpState) {
+    loop {
+        match jobs.recv_timeout(Duration::from_millis(100)) {
+            Ok(job) => {
+                let result = if job.started.elapsed() > READ_WAIT {
+                    Err(ApiError::Read(ReadError::Busy(READ_WAIT)))
+                } else {
+                    run_read(job.read, job.started, state)
+                };
+                let path = job
+                    .request
+                    .url()
+                    .split('?')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                answer(job.request, &path, "/read", job.started, result, state);
+            }
+            Err(RecvTimeoutError::Timeout) if !state.stopping.load(Ordering::Relaxed) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn run_read(
+    read: AcceptedRead,
+    started: Instant,
+    state: &HttpState,
+) -> Result<tiny_http::ResponseBox, ApiError> {
+    let deadline = crate::read::Deadline::after(state.read_timeout, started);
     let mut pooled = state.reads.get(READ_WAIT).map_err(ApiError::Read)?;
-    if crate::read::wants_stream(&read_request) {
-        let stream = crate::read::ChunkStream::new(pooled, plans, state.read_sample_limit);
+    if read.stream {
+        let stream =
+            crate::read::ChunkStream::new(pooled, read.plans, state.read_sample_limit, deadline);
         let headers = vec![header(
             "Content-Type",
             "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
         )];
         return Ok(Response::new(tiny_http::StatusCode(200), headers, stream, None, None).boxed());
     }
-    let client = pooled
-        .client()
-        .map_err(|e| ApiError::Read(ReadError::Store(e)))?;
-    let body = crate::read::samples_response(client, &plans, state.read_sample_limit)
-        .map_err(ApiError::Read)?;
+    let body =
+        crate::read::samples_response(&mut pooled, &read.plans, state.read_sample_limit, deadline)
+            .map_err(ApiError::Read)?;
     Ok(Response::from_data(body)
         .with_header(header("Content-Type", "application/x-protobuf"))
         .with_header(header("Content-Encoding", "snappy"))

@@ -16,7 +16,7 @@ use postgres::Client;
 use prost::Message;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Series whose samples one streamed round trip fetches.
 const STREAM_BATCH_SERIES: usize = 64;
@@ -30,6 +30,8 @@ pub enum ReadError {
     BadMatcher(String),
     SampleLimit(usize),
     Busy(Duration),
+    /// The read ran past `--read-timeout`.
+    Deadline(Duration),
     Store(StoreError),
 }
 
@@ -42,9 +44,17 @@ impl std::fmt::Display for ReadError {
                 f,
                 "query would return more than {n} samples (--read-sample-limit); narrow the time range or the matchers"
             ),
+            ReadError::Busy(d) if d.is_zero() => write!(
+                f,
+                "too many remote reads queued (--read-concurrent-limit); retry later"
+            ),
             ReadError::Busy(d) => write!(
                 f,
                 "too many concurrent reads (--read-concurrent-limit); none finished within {d:?}"
+            ),
+            ReadError::Deadline(d) => write!(
+                f,
+                "read not finished within {d:?} (--read-timeout); narrow the time range or the matchers"
             ),
             ReadError::Store(e) => write!(f, "read failed: {e}"),
         }
@@ -67,7 +77,8 @@ pub struct Plan {
 
 /// Decodes a snappy `ReadRequest` within the size limit.
 pub fn decode_request(body: &[u8], max_decoded_bytes: usize) -> Result<ReadRequest, ReadError> {
-    let raw = decode::decompress(body, max_decoded_bytes).map_err(ReadError::Decode)?;
+    let raw =
+        decode::decompress_read_request(body, max_decoded_bytes).map_err(ReadError::Decode)?;
     ReadRequest::decode(raw.as_slice()).map_err(|e| {
         ReadError::Decode(DecodeError::BadProtobuf(format!(
             "not a valid prometheus.ReadRequest: {e}"
@@ -105,6 +116,13 @@ pub fn plan(request: &ReadRequest, ignore_replica: Option<&str>) -> Result<Vec<P
                     t => return Err(ReadError::BadMatcher(format!("unknown matcher type {t}"))),
                 });
             }
+            // A query without matchers would select every series.
+            if matchers.is_empty() {
+                return Err(ReadError::BadMatcher(
+                    "a query needs at least one label matcher (besides the HA replica label)"
+                        .into(),
+                ));
+            }
             Ok(Plan {
                 start_ms: q.start_timestamp_ms.clamp(MIN_MS, MAX_MS),
                 end_ms: q.end_timestamp_ms.clamp(MIN_MS, MAX_MS),
@@ -127,29 +145,64 @@ fn sorted(mut series: Vec<SelectedSeries>) -> Vec<SelectedSeries> {
     series
 }
 
-/// The SAMPLES answer: a snappy `ReadResponse` with one result per query.
+/// When a read must be done by, and how long it may take in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub timeout: Duration,
+}
+
+impl Deadline {
+    pub fn after(timeout: Duration, from: Instant) -> Self {
+        Deadline {
+            at: from + timeout,
+            timeout,
+        }
+    }
+
+    fn check(&self) -> Result<(), ReadError> {
+        if Instant::now() > self.at {
+            Err(ReadError::Deadline(self.timeout))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The SAMPLES answer: a snappy `ReadResponse` with one result per query. The sample limit is
+/// enforced as rows arrive; a read over it, or past its deadline, stops at once.
 pub fn samples_response(
-    client: &mut Client,
+    pooled: &mut PooledClient,
     plans: &[Plan],
     sample_limit: usize,
+    deadline: Deadline,
 ) -> Result<Vec<u8>, ReadError> {
     let mut results = Vec::with_capacity(plans.len());
     let mut total = 0usize;
     for plan in plans {
+        deadline.check()?;
+        let client = pooled.client()?;
         let series = sorted(store::select_series(client, &plan.matchers)?);
         let ids: Vec<i64> = series.iter().map(|(id, _)| *id).collect();
-        let rows = store::select_samples(client, &ids, plan.start_ms, plan.end_ms)?;
-        total += rows.len();
-        if total > sample_limit {
-            return Err(ReadError::SampleLimit(sample_limit));
-        }
         let mut by_id: std::collections::HashMap<i64, Vec<Sample>> =
             std::collections::HashMap::new();
-        for (id, timestamp, value) in rows {
-            by_id
-                .entry(id)
-                .or_default()
-                .push(Sample { value, timestamp });
+        let complete = store::stream_samples(
+            client,
+            &ids,
+            plan.start_ms,
+            plan.end_ms,
+            sample_limit - total,
+            |id, timestamp, value| {
+                total += 1;
+                by_id
+                    .entry(id)
+                    .or_default()
+                    .push(Sample { value, timestamp });
+            },
+        )?;
+        if !complete {
+            pooled.discard();
+            return Err(ReadError::SampleLimit(sample_limit));
         }
         let timeseries = series
             .into_iter()
@@ -186,6 +239,12 @@ impl PooledClient {
         self.client
             .as_mut()
             .ok_or_else(|| StoreError::internal("connection already returned"))
+    }
+
+    /// Closes the connection instead of returning it to the pool: a query was abandoned
+    /// mid-stream, and the server would go on sending its rows.
+    pub fn discard(&mut self) {
+        self.client = None;
     }
 }
 
@@ -257,11 +316,17 @@ pub struct ChunkStream {
     offset: usize,
     sample_limit: usize,
     samples_sent: usize,
+    deadline: Deadline,
     done: bool,
 }
 
 impl ChunkStream {
-    pub fn new(client: PooledClient, plans: Vec<Plan>, sample_limit: usize) -> Self {
+    pub fn new(
+        client: PooledClient,
+        plans: Vec<Plan>,
+        sample_limit: usize,
+        deadline: Deadline,
+    ) -> Self {
         ChunkStream {
             client,
             plans,
@@ -272,6 +337,7 @@ impl ChunkStream {
             offset: 0,
             sample_limit,
             samples_sent: 0,
+            deadline,
             done: false,
         }
     }
@@ -279,6 +345,7 @@ impl ChunkStream {
     /// Fills `buffer` with the next frames; false at the end.
     fn refill(&mut self) -> Result<bool, ReadError> {
         loop {
+            self.deadline.check()?;
             let Some(plan) = self.plans.get(self.query).cloned() else {
                 return Ok(false);
             };
@@ -296,15 +363,23 @@ impl ChunkStream {
                 .filter_map(|_| self.pending.pop_front())
                 .collect();
             let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-            let rows =
-                store::select_samples(self.client.client()?, &ids, plan.start_ms, plan.end_ms)?;
-            self.samples_sent += rows.len();
-            if self.samples_sent > self.sample_limit {
-                return Err(ReadError::SampleLimit(self.sample_limit));
-            }
             let mut by_id: std::collections::HashMap<i64, Vec<(i64, f64)>> = Default::default();
-            for (id, ts, v) in rows {
-                by_id.entry(id).or_default().push((ts, v));
+            let mut sent = self.samples_sent;
+            let complete = store::stream_samples(
+                self.client.client()?,
+                &ids,
+                plan.start_ms,
+                plan.end_ms,
+                self.sample_limit - self.samples_sent,
+                |id, ts, v| {
+                    sent += 1;
+                    by_id.entry(id).or_default().push((ts, v));
+                },
+            )?;
+            self.samples_sent = sent;
+            if !complete {
+                self.client.discard();
+                return Err(ReadError::SampleLimit(self.sample_limit));
             }
             for (id, labels) in batch {
                 let Some(samples) = by_id.remove(&id) else {

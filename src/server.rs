@@ -270,6 +270,7 @@ impl Server {
             .server_addr()
             .to_ip()
             .ok_or_else(|| "listener has no IP address".to_string())?;
+        let (read_queue, read_jobs) = http::read_queue(config.read_connections);
         let state = Arc::new(HttpState {
             queue: queue.clone(),
             metrics: metrics.clone(),
@@ -289,11 +290,22 @@ impl Server {
                 &config.sessions,
             ),
             read_sample_limit: config.read_sample_limit,
+            read_timeout: config.sessions.read,
+            read_queue,
             async_acks: config.async_acks,
             stopping: stopping.clone(),
             db_clock: db_clock.clone(),
         });
-        let mut http_threads = Vec::with_capacity(config.http_threads);
+        let mut http_threads = Vec::with_capacity(config.http_threads + config.read_connections);
+        for n in 0..config.read_connections {
+            let (jobs, state) = (read_jobs.clone(), state.clone());
+            http_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("promgres-read-{n}"))
+                    .spawn(move || http::read_worker(&jobs, &state))
+                    .map_err(|e| format!("cannot start read workers: {e}"))?,
+            );
+        }
         for n in 0..config.http_threads {
             let (server, state) = (http_server.clone(), state.clone());
             http_threads.push(

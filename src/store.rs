@@ -1055,32 +1055,43 @@ pub fn select_series(client: &mut Client, matchers: &[Matcher]) -> Result<Vec<Se
     Ok(out)
 }
 
-/// Samples of the given series in `[start_ms, end_ms]`, ordered by series then time, as
-/// (series id, ms, value); the value's bits are as stored.
-pub fn select_samples(
+/// Calls `on_row(series id, ms, value)` for each sample of the given series in
+/// `[start_ms, end_ms]`, ordered by series then time, as rows arrive from PostgreSQL; the
+/// value's bits are as stored. Stops once more than `max_rows` have arrived and returns
+/// `Ok(false)`: the rest is never buffered, but is still in flight on the connection, so the
+/// caller must not reuse it.
+pub fn stream_samples(
     client: &mut Client,
     series_ids: &[i64],
     start_ms: i64,
     end_ms: i64,
-) -> Result<Vec<(i64, i64, f64)>> {
-    let rows = client.query(
+    max_rows: usize,
+    mut on_row: impl FnMut(i64, i64, f64),
+) -> Result<bool> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&series_ids, &start_ms, &end_ms];
+    let mut rows = client.query_raw(
         "SELECT series_id, time, value FROM promgres.samples
           WHERE series_id = ANY($1)
             AND time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
             AND time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
           ORDER BY series_id, time",
-        &[&series_ids, &start_ms, &end_ms],
+        params,
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut seen = 0usize;
+    while let Some(row) = rows.next()? {
+        seen += 1;
+        if seen > max_rows {
+            return Ok(false);
+        }
         let time: std::time::SystemTime = row.try_get(1)?;
         let ms = match time.duration_since(std::time::UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
             Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
         };
-        out.push((row.try_get(0)?, ms, row.try_get(2)?));
+        on_row(row.try_get(0)?, ms, row.try_get(2)?);
     }
-    Ok(out)
+    Ok(true)
 }
 
 #[cfg(test)]

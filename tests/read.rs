@@ -475,6 +475,10 @@ fn bad_reads_get_clear_4xx_and_limits_apply() {
         &read_request(t, t + 10, vec![matcher(7, "a", "b")], false),
     );
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    // A query without matchers would select every series.
+    let (status, body, _) = post_read(run.addr, &read_request(t, t + 10, vec![], false));
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("at least one label matcher"));
 }
 
 #[test]
@@ -577,5 +581,237 @@ fn a_real_prometheus_answers_promql_over_data_only_promgres_holds() {
     assert!(
         body.contains("\"result\":[{"),
         "rate over remote data: {body}"
+    );
+}
+
+/// 50 series of 20,000 samples each, 1 ms apart, ending a minute ago: a million rows, written
+/// with SQL after promgres created the series. Returns the first sample's time.
+fn million_samples(addr: std::net::SocketAddr, db: &TestDb) -> i64 {
+    let t0 = now_ms() - 3_600_000;
+    let req = write_request(
+        (0..50)
+            .map(|i| series(&[("__name__", "big"), ("i", &i.to_string())], &[(t0, 0.0)]))
+            .collect(),
+    );
+    assert_eq!(post_write(addr, &encode(&req)).status, 204);
+    db.client()
+        .execute(
+            "INSERT INTO promgres.samples
+             SELECT series_id, timestamptz 'epoch' + ($1::int8 + n) * interval '1 ms', n
+               FROM prom_series, generate_series(1, 19999) n WHERE metric = 'big'",
+            &[&t0],
+        )
+        .expect("a million rows");
+    t0
+}
+
+fn peak_rss_mb(p: &Process) -> u64 {
+    p.status_field("VmHWM").unwrap_or(0) / 1024
+}
+
+#[test]
+fn hostile_and_huge_reads_are_bounded_before_and_while_they_run() {
+    let db = TestDb::new("read_bounds");
+    let p = Process::start(
+        &db_uri(&db),
+        &["--read-sample-limit", "300000", "--log-level", "warn"],
+    );
+    let t0 = million_samples(p.addr, &db);
+    let before = peak_rss_mb(&p);
+    // 32 MiB of empty queries: decoded by prost, sixteen million Query structs.
+    let empty_queries: Vec<u8> = [0x0a, 0x00].repeat(16 << 20);
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&empty_queries)
+        .expect("snappy");
+    let (status, answer, _) = post_read(p.addr, &body);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&answer));
+    let after_empty = peak_rss_mb(&p);
+    // The sample limit holds while rows arrive: a read of a million samples stops at 300,000.
+    let started = std::time::Instant::now();
+    let (status, answer, _) = post_read(
+        p.addr,
+        &read_request(
+            t0,
+            t0 + 3_600_000,
+            vec![matcher(0, "__name__", "big")],
+            false,
+        ),
+    );
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("--read-sample-limit"));
+    let after_limit = peak_rss_mb(&p);
+    eprintln!(
+        "peak RSS: {before} MiB at start, {after_empty} MiB after 32 MiB of empty queries, \
+         {after_limit} MiB after a read over the limit ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        after_empty < before + 150,
+        "empty queries grew the peak from {before} to {after_empty} MiB"
+    );
+    assert!(
+        after_limit < after_empty + 80,
+        "a read over the limit grew the peak from {after_empty} to {after_limit} MiB"
+    );
+    // The connection that stopped mid-query is not reused; the next read works.
+    let (status, _, _) = post_read(
+        p.addr,
+        &read_request(
+            t0,
+            t0 + 100,
+            vec![matcher(0, "__name__", "big"), matcher(0, "i", "3")],
+            false,
+        ),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_read_ends_at_its_deadline_and_reads_never_starve_writes() {
+    let db = TestDb::new("read_starve");
+    let p = Process::start(
+        &db_uri(&db),
+        &[
+            "--read-timeout",
+            "2s",
+            "--read-concurrent-limit",
+            "1",
+            "--http-threads",
+            "4",
+            "--log-level",
+            "warn",
+        ],
+    );
+    let t0 = million_samples(p.addr, &db);
+    // A streamed read of a million samples, read slowly: the body ends, failed, at the
+    // deadline (the statement or the stream, whichever comes first).
+    let started = std::time::Instant::now();
+    let (status, body, _) = {
+        use std::io::{Read, Write};
+        let req = read_request(
+            t0,
+            t0 + 3_600_000,
+            vec![matcher(0, "__name__", "big")],
+            true,
+        );
+        let mut s = std::net::TcpStream::connect(p.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut head = format!(
+            "POST /read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+            req.len()
+        );
+        for (n, v) in READ_HEADERS {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).expect("send");
+        s.write_all(&req).expect("send");
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .expect("status");
+        (status, dechunk(&raw[split + 4..]), head)
+    };
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    // Frames until the deadline, then one whose checksum cannot match.
+    let mut data = body.as_slice();
+    let mut frames = 0;
+    let mut failed = false;
+    while !data.is_empty() {
+        let mut r = BitReader { data, pos: 0 };
+        let len = r.uvarint() as usize;
+        let header = r.pos / 8;
+        if data.len() < header + 4 + len {
+            failed = true;
+            break;
+        }
+        let crc = u32::from_be_bytes(data[header..header + 4].try_into().expect("crc"));
+        if crc != crc32c_bitwise(&data[header + 4..header + 4 + len]) {
+            failed = true;
+            break;
+        }
+        frames += 1;
+        data = &data[header + 4 + len..];
+    }
+    eprintln!(
+        "slow streamed read: {frames} good frames of 50, then failed={failed}, after {took:?}"
+    );
+    assert!(
+        failed && frames < 50,
+        "the stream must end failed at the deadline"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // Reads queue for the one read worker; the four handler threads stay free for writes.
+    let p = Process::start(
+        &db_uri(&db),
+        &[
+            "--read-concurrent-limit",
+            "1",
+            "--http-threads",
+            "4",
+            "--log-level",
+            "warn",
+        ],
+    );
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let slowest = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    post_read(
+                        p.addr,
+                        &read_request(
+                            t0,
+                            t0 + 3_600_000,
+                            vec![matcher(0, "__name__", "big"), matcher(2, "i", "1[0-3]")],
+                            false,
+                        ),
+                    )
+                    .0
+                })
+            })
+            .collect();
+        let writer = s.spawn(|| {
+            let mut slowest = Duration::ZERO;
+            let mut n = 0;
+            // Bounded: at most 300 writes.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && n < 300 {
+                let started = std::time::Instant::now();
+                let r = post_write(p.addr, &encode(&node_like(20, now_ms() - n, 1.0, "w")));
+                assert_eq!(r.status, 204, "{}", r.body);
+                slowest = slowest.max(started.elapsed());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (slowest, n)
+        });
+        let statuses: Vec<u16> = readers
+            .into_iter()
+            .map(|r| r.join().expect("reader"))
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (slowest, n) = writer.join().expect("writer");
+        eprintln!("8 reads at once: {statuses:?}; {n} writes meanwhile, slowest {slowest:?}");
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        slowest
+    });
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a write waited {slowest:?} behind reads"
     );
 }

@@ -180,7 +180,6 @@ pub struct HttpState {
     pub write_timeout: Duration,
     /// Longest a request body may take to arrive.
     pub body_deadline: Duration,
-    pub async_acks: bool,
     pub stopping: Arc<AtomicBool>,
     /// Tokens bounding concurrent decodes: a decoded request can take several times its
     /// size in memory, and 128 at once must not exhaust the machine.
@@ -474,7 +473,7 @@ fn commit(
     if batch.series.is_empty() && batch.metadata.is_empty() && fenced.is_empty() {
         return Ok(Vec::new());
     }
-    let waiter = match state.queue.submit(batch, fenced, lock, !state.async_acks) {
+    let waiter = match state.queue.submit(batch, fenced, lock) {
         Ok(w) => w,
         Err(SubmitError::Full) => {
             state

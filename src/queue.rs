@@ -1,6 +1,8 @@
-//! The hand-off between HTTP handlers and writers: a bounded channel of [`Job`]s, each
-//! carrying a validated batch and, unless acks are asynchronous, a one-shot reply channel
-//! on which the writer reports the commit.
+//! The hand-off between HTTP handlers and writers: bounded channels of [`Job`]s, each carrying
+//! a validated batch and, unless acks are asynchronous, a one-shot reply channel on which the
+//! writer reports the commit. With acks after commit all writers share one channel; with
+//! asynchronous acks each writer has its own and a series always goes to the same one (see
+//! [`Acks`]).
 
 use crate::decode::{SeriesSamples, WriteBatch};
 use crate::metrics::Metrics;
@@ -56,61 +58,294 @@ pub enum SubmitError {
     Closed,
 }
 
+/// When a job is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// After its commit: one queue all writers take from, so any idle writer takes the next
+    /// job.
+    AfterCommit,
+    /// When queued (`--async-acks`): one queue per writer, and every series always goes to
+    /// the same writer, so samples of a series are committed in the order they were
+    /// acknowledged and the first acknowledged value of a timestamp wins, as it does when
+    /// acks wait for the commit.
+    Asynchronous,
+}
+
 #[derive(Clone)]
 pub struct Queue {
-    tx: Sender<Job>,
+    acks: Acks,
+    /// One sender (after-commit acks) or one per writer (asynchronous acks).
+    shards: Vec<Sender<Job>>,
+    /// Held while a job is split over the shards, so its parts go in all or none.
+    splitting: Arc<std::sync::Mutex<()>>,
     metrics: Arc<Metrics>,
 }
 
+/// The writer a series belongs to with asynchronous acks: a hash of its labels (replica label
+/// already removed), the same on every call.
+fn shard_of(labels: &crate::decode::LabelSet, shards: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for (name, value) in labels.labels() {
+        name.hash(&mut h);
+        value.hash(&mut h);
+    }
+    (h.finish() % shards.max(1) as u64) as usize
+}
+
 impl Queue {
-    /// A queue of `capacity` jobs and the receiving end for the writers.
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> (Queue, Receiver<Job>) {
-        let (tx, rx) = bounded(capacity.max(1));
+    /// A queue of `capacity` jobs in all, and the receiving end of each of `writers` writers.
+    pub fn new(
+        capacity: usize,
+        writers: usize,
+        acks: Acks,
+        metrics: Arc<Metrics>,
+    ) -> (Queue, Vec<Receiver<Job>>) {
+        let writers = writers.max(1);
         metrics.queue_capacity.set(capacity as i64);
-        (Queue { tx, metrics }, rx)
+        let (shards, receivers) = match acks {
+            Acks::AfterCommit => {
+                let (tx, rx) = bounded(capacity.max(1));
+                (vec![tx], vec![rx; writers])
+            }
+            Acks::Asynchronous => (0..writers)
+                .map(|_| bounded((capacity / writers).max(4)))
+                .unzip(),
+        };
+        (
+            Queue {
+                acks,
+                shards,
+                splitting: Arc::new(std::sync::Mutex::new(())),
+                metrics,
+            },
+            receivers,
+        )
     }
 
-    /// Enqueues without blocking. With `wait_for_commit` the returned receiver yields the
-    /// writer's outcome; without it the caller answers at once (asynchronous acks).
+    pub fn acks(&self) -> Acks {
+        self.acks
+    }
+
+    fn depth(&self) -> usize {
+        self.shards.iter().map(Sender::len).sum()
+    }
+
+    /// Enqueues without blocking. After-commit acks: the returned receiver yields the writer's
+    /// outcome. Asynchronous acks: None; the caller answers at once.
     pub fn submit(
         &self,
         batch: WriteBatch,
         fenced: Vec<FencedGroup>,
         lock: Option<crate::advisory::LockFence>,
-        wait_for_commit: bool,
     ) -> Result<Option<Receiver<Outcome>>, SubmitError> {
-        let (reply, outcome) = if wait_for_commit {
-            let (tx, rx) = bounded(1);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
+        let result = match self.acks {
+            Acks::AfterCommit => {
+                let (reply, outcome) = bounded(1);
+                let job = Job {
+                    batch,
+                    fenced,
+                    lock,
+                    reply: Some(reply),
+                };
+                match self.shards[0].try_send(job) {
+                    Ok(()) => Ok(Some(outcome)),
+                    Err(TrySendError::Full(_)) => Err(SubmitError::Full),
+                    Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+                }
+            }
+            Acks::Asynchronous => self.submit_split(batch, fenced, lock).map(|()| None),
         };
-        let result = match self.tx.try_send(Job {
-            batch,
-            fenced,
-            lock,
-            reply,
-        }) {
-            Ok(()) => Ok(outcome),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
-        };
-        self.metrics.queue_depth.set(self.tx.len() as i64);
+        self.metrics.queue_depth.set(self.depth() as i64);
         result
     }
 
-    /// Enqueues buffered HA samples of a new leader, waiting for room: they were already
-    /// answered (202) when they arrived, so nobody would resend them.
-    pub fn submit_flush(&self, groups: Vec<FencedGroup>) -> Result<(), SubmitError> {
-        if groups.is_empty() {
+    /// Splits a job by series over the writers' queues, all parts or none (asynchronous acks).
+    fn submit_split(
+        &self,
+        batch: WriteBatch,
+        fenced: Vec<FencedGroup>,
+        lock: Option<crate::advisory::LockFence>,
+    ) -> Result<(), SubmitError> {
+        let parts = self.split(batch, fenced, lock);
+        let _splitting = self.splitting.lock().unwrap_or_else(|p| p.into_inner());
+        // Writers only take from the queues, so room seen here is still there below.
+        let full = parts.iter().enumerate().any(|(n, part)| {
+            part.is_some()
+                && self.shards[n]
+                    .capacity()
+                    .is_some_and(|c| self.shards[n].len() >= c)
+        });
+        if full {
+            return Err(SubmitError::Full);
+        }
+        for (n, part) in parts.into_iter().enumerate() {
+            if let Some(job) = part {
+                self.shards[n].try_send(job).map_err(|e| match e {
+                    TrySendError::Full(_) => SubmitError::Full,
+                    TrySendError::Disconnected(_) => SubmitError::Closed,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One job per writer that has series of this one (metadata goes to the first).
+    fn split(
+        &self,
+        batch: WriteBatch,
+        fenced: Vec<FencedGroup>,
+        lock: Option<crate::advisory::LockFence>,
+    ) -> Vec<Option<Job>> {
+        let n = self.shards.len();
+        let mut parts: Vec<Option<Job>> = (0..n).map(|_| None).collect();
+        let part = |parts: &mut Vec<Option<Job>>, k: usize| -> usize {
+            parts[k].get_or_insert_with(|| Job {
+                batch: WriteBatch::default(),
+                fenced: Vec::new(),
+                lock,
+                reply: None,
+            });
+            k
+        };
+        if !batch.metadata.is_empty() {
+            let k = part(&mut parts, 0);
+            if let Some(job) = parts[k].as_mut() {
+                job.batch.metadata = batch.metadata;
+            }
+        }
+        for series in batch.series {
+            let k = part(&mut parts, shard_of(&series.labels, n));
+            if let Some(job) = parts[k].as_mut() {
+                job.batch.series.push(series);
+            }
+        }
+        for group in fenced {
+            let mut by_shard: Vec<Vec<SeriesSamples>> = (0..n).map(|_| Vec::new()).collect();
+            for series in group.series {
+                by_shard[shard_of(&series.labels, n)].push(series);
+            }
+            for (k, series) in by_shard.into_iter().enumerate() {
+                if series.is_empty() {
+                    continue;
+                }
+                let k = part(&mut parts, k);
+                if let Some(job) = parts[k].as_mut() {
+                    job.fenced.push(FencedGroup {
+                        cluster: group.cluster.clone(),
+                        replica: group.replica.clone(),
+                        series,
+                    });
+                }
+            }
+        }
+        parts
+    }
+
+    /// Enqueues samples that were already answered (buffered HA samples of a new leader,
+    /// re-routed ones), waiting for room: nobody would resend them.
+    pub fn submit_unanswered(
+        &self,
+        batch: WriteBatch,
+        groups: Vec<FencedGroup>,
+    ) -> Result<(), SubmitError> {
+        if batch.series.is_empty() && batch.metadata.is_empty() && groups.is_empty() {
             return Ok(());
         }
-        let job = Job {
-            batch: WriteBatch::default(),
-            fenced: groups,
-            lock: None,
-            reply: None,
+        let parts = match self.acks {
+            Acks::AfterCommit => vec![Some(Job {
+                batch,
+                fenced: groups,
+                lock: None,
+                reply: None,
+            })],
+            Acks::Asynchronous => self.split(batch, groups, None),
         };
-        self.tx.send(job).map_err(|_| SubmitError::Closed)
+        let _splitting = self.splitting.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, part) in parts.into_iter().enumerate() {
+            if let Some(job) = part {
+                self.shards[n].send(job).map_err(|_| SubmitError::Closed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues buffered HA samples of a new leader; see [`Queue::submit_unanswered`].
+    pub fn submit_flush(&self, groups: Vec<FencedGroup>) -> Result<(), SubmitError> {
+        self.submit_unanswered(WriteBatch::default(), groups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto;
+
+    fn series(name: &str) -> SeriesSamples {
+        SeriesSamples {
+            labels: crate::decode::LabelSet::from_sorted_for_tests(vec![proto::Label {
+                name: "__name__".into(),
+                value: name.into(),
+            }]),
+            samples: vec![proto::Sample {
+                value: 1.0,
+                timestamp: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn asynchronous_acks_send_each_series_to_one_writer_every_time() {
+        let metrics = Arc::new(Metrics::default());
+        let (queue, receivers) = Queue::new(64, 4, Acks::Asynchronous, metrics);
+        let names: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        for _ in 0..2 {
+            let batch = WriteBatch {
+                series: names.iter().map(|n| series(n)).collect(),
+                metadata: Vec::new(),
+            };
+            let group = FencedGroup {
+                cluster: "c".into(),
+                replica: "a".into(),
+                series: names.iter().map(|n| series(&format!("ha_{n}"))).collect(),
+            };
+            assert!(queue
+                .submit(batch, vec![group], None)
+                .expect("queued")
+                .is_none());
+        }
+        let mut home: std::collections::HashMap<String, usize> = Default::default();
+        let mut writers_used = 0;
+        for (w, rx) in receivers.iter().enumerate() {
+            let jobs: Vec<Job> = rx.try_iter().collect();
+            writers_used += usize::from(!jobs.is_empty());
+            for job in jobs {
+                let fenced = job.fenced.iter().flat_map(|g| g.series.iter());
+                for s in job.batch.series.iter().chain(fenced) {
+                    let name = s.labels.metric().to_string();
+                    assert_eq!(*home.entry(name.clone()).or_insert(w), w, "{name}");
+                }
+            }
+        }
+        assert_eq!(home.len(), 80);
+        assert!(writers_used > 1, "series spread over the writers");
+    }
+
+    #[test]
+    fn a_job_split_over_writers_goes_in_whole_or_not_at_all() {
+        let metrics = Arc::new(Metrics::default());
+        let (queue, _receivers) = Queue::new(8, 2, Acks::Asynchronous, metrics);
+        let batch = |n: usize| WriteBatch {
+            series: (0..n).map(|i| series(&format!("s{i}"))).collect(),
+            metadata: Vec::new(),
+        };
+        let mut accepted = 0;
+        while queue.submit(batch(20), Vec::new(), None).is_ok() {
+            accepted += 1;
+            assert!(accepted <= 4, "each writer's queue holds 4");
+        }
+        assert_eq!(accepted, 4);
+        let depth: Vec<usize> = queue.shards.iter().map(Sender::len).collect();
+        assert_eq!(depth, vec![4, 4], "no half-queued job");
     }
 }

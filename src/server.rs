@@ -9,7 +9,7 @@ use crate::ha::Election;
 use crate::http::{self, HealthCheck, HttpState};
 use crate::metrics::Metrics;
 use crate::pg_session::{self, SessionBounds};
-use crate::queue::Queue;
+use crate::queue::{Acks, FencedGroup, Queue};
 use crate::store::{self, StoreError};
 use crate::writer::{self, Shared, WriterPool};
 use postgres::Client;
@@ -180,15 +180,19 @@ impl Server {
             .series_generation
             .store(generation, std::sync::atomic::Ordering::SeqCst);
 
-        let (queue, jobs) = Queue::new(config.queue_capacity, metrics.clone());
-        let writers = WriterPool::start(
+        let acks = if config.async_acks {
+            Acks::Asynchronous
+        } else {
+            Acks::AfterCommit
+        };
+        let (queue, jobs) = Queue::new(
+            config.queue_capacity,
             config.db_writers,
-            &config.db,
-            jobs,
-            shared.clone(),
-            &config.sessions,
-        )
-        .map_err(|e| format!("cannot start writers: {e}"))?;
+            acks,
+            metrics.clone(),
+        );
+        let writers = WriterPool::start(&config.db, jobs, shared.clone(), &config.sessions)
+            .map_err(|e| format!("cannot start writers: {e}"))?;
 
         let stopping = Arc::new(AtomicBool::new(false));
         let ha = config.ha.clone().map(|ha_config| {
@@ -203,10 +207,12 @@ impl Server {
             Some(election) => {
                 let (election, queue, stopping) =
                     (election.clone(), queue.clone(), stopping.clone());
+                let (reroute, rerouted) = crossbeam_channel::unbounded();
+                let _ = shared.reroute.set(reroute);
                 Some(
                     std::thread::Builder::new()
                         .name("promgres-election".into())
-                        .spawn(move || election_loop(&election, &queue, &stopping))
+                        .spawn(move || election_loop(&election, &queue, &rerouted, &stopping))
                         .map_err(|e| format!("cannot start the election thread: {e}"))?,
                 )
             }
@@ -292,7 +298,6 @@ impl Server {
             read_sample_limit: config.read_sample_limit,
             read_timeout: config.sessions.read,
             read_queue,
-            async_acks: config.async_acks,
             stopping: stopping.clone(),
             db_clock: db_clock.clone(),
         });
@@ -395,13 +400,48 @@ impl Server {
 }
 
 /// The single election thread: one [`Election::tick`] per `--ha-election-interval`, storing
-/// what a failover releases from the standby buffer.
-fn election_loop(election: &Election, queue: &Queue, stopping: &AtomicBool) {
+/// what a failover releases from the standby buffer, and routing again the fenced groups the
+/// writers hand back from jobs nobody waits for.
+fn election_loop(
+    election: &Election,
+    queue: &Queue,
+    rerouted: &crossbeam_channel::Receiver<FencedGroup>,
+    stopping: &AtomicBool,
+) {
     let interval =
         Duration::from_millis(u64::try_from(election.config().interval_ms).unwrap_or(10_000));
     let mut last = Instant::now();
+    // Fenced-out groups not yet routed again (the lease could not be read): kept and retried,
+    // since they were acknowledged.
+    let mut waiting: Vec<FencedGroup> = Vec::new();
+    let mut retry_at = Instant::now();
     while !stopping.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50).min(interval));
+        if let Ok(group) = rerouted.recv_timeout(Duration::from_millis(50).min(interval)) {
+            waiting.push(group);
+            waiting.extend(rerouted.try_iter());
+        }
+        let mut groups = std::mem::take(&mut waiting).into_iter();
+        if Instant::now() < retry_at {
+            waiting.extend(groups.by_ref());
+        }
+        while let Some(group) = groups.next() {
+            match election.reroute_fenced_out(group.clone()) {
+                Ok(routed) => {
+                    let queued = queue
+                        .submit_unanswered(routed.plain, routed.fenced)
+                        .and_then(|()| queue.submit_flush(routed.flushes));
+                    if let Err(e) = queued {
+                        log::warn!("cannot queue re-routed HA samples: {e:?}");
+                    }
+                }
+                Err(e) => {
+                    log::warn!("cannot route fenced-out HA samples again, retrying in 1 s: {e}");
+                    waiting.push(group);
+                    waiting.extend(groups.by_ref());
+                    retry_at = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
         if last.elapsed() < interval {
             continue;
         }

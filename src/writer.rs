@@ -10,7 +10,7 @@ use crate::advisory::LockFence;
 use crate::decode::{LabelSet, Metadata, SeriesSamples};
 use crate::metrics::Metrics;
 use crate::pg_session::{self, SessionBounds};
-use crate::queue::{Committed, Job, Outcome};
+use crate::queue::{Committed, FencedGroup, Job, Outcome};
 use crate::series_cache::{SeriesCache, SeriesKey};
 use crate::store::{self, InsertPath, SampleRow, StoreError};
 use crossbeam_channel::Receiver;
@@ -34,6 +34,10 @@ pub struct Shared {
     /// The series generation the cached ids belong to (-1: not known yet).
     pub series_generation: std::sync::atomic::AtomicI64,
     pub metrics: Arc<Metrics>,
+    /// With HA: where fenced groups of jobs nobody waits for (asynchronous acks, a new
+    /// leader's buffered samples) go when their replica lost the lease before commit, to be
+    /// routed again with the new lease instead of dropped.
+    pub reroute: std::sync::OnceLock<crossbeam_channel::Sender<FencedGroup>>,
 }
 
 impl Shared {
@@ -44,6 +48,7 @@ impl Shared {
             partitions: Mutex::new(HashSet::new()),
             series_generation: std::sync::atomic::AtomicI64::new(-1),
             metrics,
+            reroute: std::sync::OnceLock::new(),
         }
     }
 }
@@ -53,17 +58,23 @@ pub struct WriterPool {
 }
 
 impl WriterPool {
-    /// Starts `count` writers. They run until every sender of `jobs` is dropped and the queue
-    /// is drained.
+    /// Starts one writer per receiver of `jobs` (the queue's ends, one per writer). They run
+    /// until every sender is dropped and their queue is drained.
     pub fn start(
-        count: usize,
         db: &postgres::Config,
-        jobs: Receiver<Job>,
+        jobs: Vec<Receiver<Job>>,
         shared: Arc<Shared>,
         bounds: &SessionBounds,
     ) -> std::io::Result<WriterPool> {
-        let mut handles = Vec::with_capacity(count);
-        for n in 0..count {
+        // The distinct channels, for the queue-depth gauge.
+        let mut channels: Vec<Receiver<Job>> = Vec::new();
+        for rx in &jobs {
+            if !channels.iter().any(|c| c.same_channel(rx)) {
+                channels.push(rx.clone());
+            }
+        }
+        let mut handles = Vec::with_capacity(jobs.len());
+        for (n, jobs) in jobs.into_iter().enumerate() {
             let config = pg_session::config(db, pg_session::Kind::Writer(n), bounds);
             let writer = Writer {
                 name: format!("writer-{n}"),
@@ -72,8 +83,8 @@ impl WriterPool {
                 shared: shared.clone(),
                 retry: Vec::new(),
                 backoff: MIN_BACKOFF,
+                channels: channels.clone(),
             };
-            let jobs = jobs.clone();
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("promgres-writer-{n}"))
@@ -110,6 +121,8 @@ struct Writer {
     /// them, so the writer does, until they are stored.
     retry: Vec<Job>,
     backoff: Duration,
+    /// Every writer's queue (one shared, or one each), for the depth gauge.
+    channels: Vec<Receiver<Job>>,
 }
 
 impl Writer {
@@ -147,7 +160,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.shared.metrics.queue_depth.set(jobs.len() as i64);
+            let depth: usize = self.channels.iter().map(Receiver::len).sum();
+            self.shared.metrics.queue_depth.set(depth as i64);
             self.process(merged);
         }
         log::debug!("{} stopped: queue closed and drained", self.name);
@@ -201,15 +215,17 @@ impl Writer {
                 let _ = reply.send(outcome);
             }
             (None, Ok(committed)) => {
-                // Buffered HA samples of a leader that lost the lease again before they were
-                // stored: they belong to another replica's lease now.
-                let lost: usize = committed
-                    .fenced_out
-                    .iter()
-                    .flat_map(|g| g.series.iter())
-                    .map(|s| s.samples.len())
-                    .sum();
-                if lost > 0 {
+                // Answered already, and their replica lost the lease before commit: route them
+                // again under the new lease (some may lie in the replica's past lease).
+                for group in committed.fenced_out {
+                    let group = match self.shared.reroute.get() {
+                        Some(reroute) => match reroute.send(group) {
+                            Ok(()) => continue,
+                            Err(e) => e.into_inner(),
+                        },
+                        None => group,
+                    };
+                    let lost: usize = group.series.iter().map(|s| s.samples.len()).sum();
                     self.shared
                         .metrics
                         .samples_rejected

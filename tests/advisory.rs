@@ -429,10 +429,9 @@ fn a_stale_tenure_fails_alone_in_a_merged_transaction() {
     clock.0.fetch_add(2_000, Ordering::SeqCst);
     let current: LockFence = election.on_write().expect("tenure 2");
     assert_eq!((stale.tenure, current.tenure), (1, 2));
-    let (queue, jobs) = Queue::new(16, metrics.clone());
+    let (queue, jobs) = Queue::new(16, 1, promgres::queue::Acks::AfterCommit, metrics.clone());
     let shared = Arc::new(Shared::new(metrics.clone(), 1000));
     let writers = WriterPool::start(
-        1,
         &db.config(),
         jobs,
         shared,
@@ -455,16 +454,16 @@ fn a_stale_tenure_fails_alone_in_a_merged_transaction() {
     hold.execute("SELECT pg_advisory_xact_lock(8102661195471090281)", &[])
         .expect("removal lock");
     let first = queue
-        .submit(batch("first"), Vec::new(), Some(current), true)
+        .submit(batch("first"), Vec::new(), Some(current))
         .expect("queued")
         .expect("waiter");
     std::thread::sleep(Duration::from_millis(500));
     let old = queue
-        .submit(batch("stale_job"), Vec::new(), Some(stale), true)
+        .submit(batch("stale_job"), Vec::new(), Some(stale))
         .expect("queued")
         .expect("waiter");
     let new = queue
-        .submit(batch("valid_job"), Vec::new(), Some(current), true)
+        .submit(batch("valid_job"), Vec::new(), Some(current))
         .expect("queued")
         .expect("waiter");
     hold.rollback().expect("release");

@@ -292,7 +292,7 @@ impl LeaseStore for StaticLeases {
             previous_leader: None,
         })
     }
-    fn fetch(&mut self, _cluster: &str) -> Result<Option<(Lease, i64)>, StoreError> {
+    fn fetch(&mut self, _cluster: &str) -> Result<Option<crate::ha::LeaseState>, StoreError> {
         Ok(None)
     }
     fn change_leader(

@@ -41,12 +41,24 @@ pub struct Lease {
     pub previous_leader: Option<String>,
 }
 
+/// A cluster's lease as the election reads it each tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    pub lease: Lease,
+    /// How long (ms, database clock) the leader has committed nothing.
+    pub silence_ms: i64,
+    /// Standby samples older than this (data time, ms) can never be stored: a hand-over time
+    /// is at least the earlier of the leader's newest committed sample + 1 ms and the database
+    /// clock now. None while the leader has committed nothing in its term.
+    pub superseded_before_ms: Option<i64>,
+}
+
 /// Where leases live: PostgreSQL in production (`store::PgLeaseStore`), memory in tests.
 pub trait LeaseStore: Send {
     /// The cluster's lease, created with `replica` as leader if the cluster is new.
     fn get_or_create(&mut self, cluster: &str, replica: &str) -> Result<Lease, StoreError>;
-    /// The cluster's lease and how long (ms, database clock) its leader has committed nothing.
-    fn fetch(&mut self, cluster: &str) -> Result<Option<(Lease, i64)>, StoreError>;
+    /// The cluster's lease as a tick sees it.
+    fn fetch(&mut self, cluster: &str) -> Result<Option<LeaseState>, StoreError>;
     /// Compare-and-set hand-over; returns the lease as it is afterwards (changed or not).
     fn change_leader(
         &mut self,
@@ -70,10 +82,13 @@ pub struct HaConfig {
 }
 
 impl HaConfig {
-    /// How long standby samples are kept: a failover is decided within the timeout plus one
-    /// tick of the leader's last write; one more tick of margin covers send delays.
+    /// The longest a standby sample is kept after it arrived. Samples the leader has
+    /// overtaken are dropped at every tick (`LeaseState::superseded_before_ms`); this only
+    /// bounds those it never overtakes (a leader whose clock is far behind). It must outlast a
+    /// quiet spell of every replica: a standby's last samples before it may be needed at a
+    /// hand-over decided after it.
     fn buffer_window_ms(&self) -> i64 {
-        self.failover_timeout_ms + 2 * self.interval_ms
+        (10 * self.failover_timeout_ms).max(self.failover_timeout_ms + 2 * self.interval_ms)
     }
 }
 
@@ -430,8 +445,8 @@ impl Election {
         now: i64,
         flushes: &mut Vec<FencedGroup>,
     ) -> Result<(), HaError> {
-        if let Some((lease, _)) = inner.store.fetch(cluster)? {
-            self.adopt(inner, lease, now, flushes);
+        if let Some(state) = inner.store.fetch(cluster)? {
+            self.adopt(inner, state.lease, now, flushes);
         }
         Ok(())
     }
@@ -545,10 +560,19 @@ impl Election {
         now: i64,
         flushes: &mut Vec<FencedGroup>,
     ) -> Result<(), HaError> {
-        let Some((lease, silence_ms)) = inner.store.fetch(cluster)? else {
+        let Some(LeaseState {
+            lease,
+            silence_ms,
+            superseded_before_ms,
+        }) = inner.store.fetch(cluster)?
+        else {
             return Ok(());
         };
         self.adopt(inner, lease.clone(), now, flushes);
+        if let Some(before) = superseded_before_ms {
+            let superseded = inner.buffer.evict_superseded(cluster, before);
+            self.count_evicted(&superseded);
+        }
         if silence_ms <= self.config.failover_timeout_ms {
             return Ok(());
         }

@@ -62,20 +62,22 @@ impl LeaseStore for FakeStore {
         Ok(db.leases[cluster].clone())
     }
 
-    fn fetch(&mut self, cluster: &str) -> Result<Option<(Lease, i64)>, StoreError> {
+    fn fetch(&mut self, cluster: &str) -> Result<Option<LeaseState>, StoreError> {
         let now = self.clock.now_ms();
         let db = self.db.lock().unwrap();
         Ok(db.leases.get(cluster).map(|l| {
-            let last = db
-                .progress
-                .iter()
-                .filter(|((c, _), (t, _, _))| c == cluster && *t == l.term)
-                .map(|(_, (_, _, w))| *w)
-                .max();
-            (
-                l.clone(),
-                now - last.unwrap_or(l.leader_since_ms).max(l.leader_since_ms),
-            )
+            let of_term = || {
+                db.progress
+                    .iter()
+                    .filter(|((c, _), (t, _, _))| c == cluster && *t == l.term)
+            };
+            let last = of_term().map(|(_, (_, _, w))| *w).max();
+            let newest = of_term().map(|(_, (_, m, _))| *m).max();
+            LeaseState {
+                lease: l.clone(),
+                silence_ms: now - last.unwrap_or(l.leader_since_ms).max(l.leader_since_ms),
+                superseded_before_ms: newest.map(|m| (m + 1).min(now)),
+            }
         }))
     }
 
@@ -450,6 +452,39 @@ fn both_silent_then_one_returns() {
             "{returning}: every sample since the return stored: {after:?}"
         );
     }
+}
+
+#[test]
+fn a_standbys_last_samples_before_a_quiet_spell_are_kept_for_the_hand_over_after_it() {
+    let sim = Sim::new(1, 1 << 20);
+    sim.run(20, &[("a", 0), ("b", 400)]);
+    let (a_last, b_last) = {
+        let stored = sim.stored("c", "up");
+        let a = stored.iter().map(|(t, _)| *t).max().expect("a stored");
+        (a, a + 400)
+    };
+    // Every replica is silent for two minutes (four failover timeouts), then b is back first.
+    sim.run(120, &[]);
+    sim.run(45, &[("b", 400)]);
+    assert_eq!(sim.leader("c"), "b");
+    let stored = sim.stored("c", "up");
+    assert!(
+        stored.iter().any(|(t, r)| *t == b_last && r == "b"),
+        "b's sample at {b_last}, after a's last at {a_last} and before the quiet spell, is b's to store: {stored:?}"
+    );
+    // Meanwhile samples the leader has overtaken are not kept: with both sending, the buffer
+    // holds about a tick's worth of b's samples, not the whole window.
+    let sim = Sim::new(1, 1 << 20);
+    sim.run(60, &[("a", 0), ("b", 400)]);
+    let state = sim.instances[0].state_json();
+    let held: usize = state
+        .split("\"b\":{")
+        .nth(1)
+        .and_then(|b| b.split("\"buffered_samples\":").nth(1))
+        .and_then(|n| n.split('}').next())
+        .and_then(|n| n.parse().ok())
+        .expect("b's buffered samples");
+    assert!(held <= 11, "{held} samples held: {state}");
 }
 
 #[test]

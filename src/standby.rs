@@ -2,8 +2,8 @@
 //! that at a failover the new leader's samples from the hand-over time on can be stored and
 //! the data gap stays within one scrape interval.
 //!
-//! Bounded twice: by age (entries older than the window are no longer needed, because a
-//! failover is decided within failover timeout + one election tick) and by bytes
+//! Bounded three times: by data time (samples the leader has committed past can never be
+//! stored), by age (a backstop for a leader that never overtakes them) and by bytes
 //! (`--ha-standby-buffer-bytes`). Overflow evicts the oldest entries first and is reported, since
 //! it widens the gap of a failover that happens next. Label text is shared with the request it
 //! arrived in; an entry counts its own labels' share, which for a standby replica's request is
@@ -117,6 +117,40 @@ impl StandbyBuffer {
                     .push((old.cluster, old.replica, samples(&old.series)));
             }
         }
+        evicted
+    }
+
+    /// Drops `cluster`'s samples older than `before_ms` (data time): the leader has committed
+    /// past them, so no hand-over can give them to another replica.
+    pub fn evict_superseded(&mut self, cluster: &str, before_ms: i64) -> Evicted {
+        let mut evicted = Evicted::default();
+        let mut remaining = VecDeque::with_capacity(self.entries.len());
+        for mut e in self.entries.drain(..) {
+            if e.cluster != cluster {
+                remaining.push_back(e);
+                continue;
+            }
+            let mut dropped = 0;
+            for s in &mut e.series {
+                let before = s.samples.len();
+                s.samples.retain(|x| x.timestamp >= before_ms);
+                dropped += before - s.samples.len();
+            }
+            if dropped > 0 {
+                e.series.retain(|s| !s.samples.is_empty());
+                self.bytes -= e.bytes;
+                e.bytes = entry_bytes(&e.series);
+                evicted
+                    .by_age
+                    .push((e.cluster.clone(), e.replica.clone(), dropped));
+                if e.series.is_empty() {
+                    continue;
+                }
+                self.bytes += e.bytes;
+            }
+            remaining.push_back(e);
+        }
+        self.entries = remaining;
         evicted
     }
 

@@ -709,18 +709,26 @@ impl crate::ha::LeaseStore for PgLeaseStore {
         })
     }
 
-    fn fetch(&mut self, cluster: &str) -> Result<Option<(crate::ha::Lease, i64)>> {
+    fn fetch(&mut self, cluster: &str) -> Result<Option<crate::ha::LeaseState>> {
         self.with_client(|c| {
             let row = c.query_opt(
                 &format!(
                     "SELECT {LEASE_COLUMNS},
-                            (extract(epoch FROM promgres.ha_leader_silence(cluster)) * 1000)::bigint
-                       FROM promgres.ha_leases WHERE cluster = $1"
+                            (extract(epoch FROM promgres.ha_leader_silence(cluster)) * 1000)::bigint,
+                            (SELECT (extract(epoch FROM least(max(p.max_time) + interval '1 millisecond',
+                                                              clock_timestamp())) * 1000)::bigint
+                               FROM promgres.ha_progress p
+                              WHERE p.cluster = l.cluster AND p.term = l.term)
+                       FROM promgres.ha_leases l WHERE cluster = $1"
                 ),
                 &[&cluster],
             )?;
             match row {
-                Some(row) => Ok(Some((lease_from_row(&row)?, row.try_get(6)?))),
+                Some(row) => Ok(Some(crate::ha::LeaseState {
+                    lease: lease_from_row(&row)?,
+                    silence_ms: row.try_get(6)?,
+                    superseded_before_ms: row.try_get(7)?,
+                })),
                 None => Ok(None),
             }
         })

@@ -13,7 +13,7 @@ STATIC_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/$(STATIC_TARGET)/release/promgres
 BIN ?= $(STATIC_BIN)
 
-.PHONY: run build test lint fmt bench clean static install
+.PHONY: run build test soak lint fmt bench clean static install
 
 build:
 	$(CARGO) build --release
@@ -37,6 +37,15 @@ test:
 	scripts/ensure-postgres.sh
 	scripts/ensure-prometheus.sh
 	$(CARGO) test --all-targets
+
+# The long soak (about 12 minutes, production timeouts): two real Prometheus HA pairs, two
+# promgres, a private PostgreSQL; a replica killed and restarted after more than a minute, a
+# promgres and PostgreSQL restarted, every replica stopped longer than every timeout, twice.
+# See tests/soak.rs. `make test` runs a 2-minute version of the same scenario.
+soak:
+	scripts/ensure-postgres.sh
+	scripts/ensure-prometheus.sh
+	PROMGRES_SOAK=full $(CARGO) test --release --test soak -- --nocapture
 
 # The benchmark suite: prints a table of figures and ratios measured in one run and writes
 # bench-results.json. Bounded to a few minutes; cleans up its databases. QUICK=1 for small sizes.

@@ -6,12 +6,11 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const GRID_MS: i64 = 250;
+const GRID_MS: i64 = SCRAPE_GRID_MS;
 const TARGETS: usize = 5;
 
 /// promgres in the legacy advisory-lock mode: 2 s Prometheus timeout, 1 s ticks.
@@ -40,81 +39,6 @@ impl Promgres {
     }
 }
 
-/// A sender standing in for one Prometheus: every 250 ms a scrape of the targets, stamped on
-/// the grid plus `offset` ms, posted to its promgres. Records each answer.
-struct Sender {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<(i64, u16)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sender {
-    fn start(addr: SocketAddr, metric: &'static str, offset: i64) -> Sender {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let (s, a) = (stop.clone(), answers.clone());
-        let thread = std::thread::spawn(move || {
-            // Bounded: at most 240 scrapes (a minute).
-            for _ in 0..240 {
-                if s.load(Ordering::Relaxed) {
-                    break;
-                }
-                let ts = now_ms() / GRID_MS * GRID_MS + offset;
-                let req = write_request(
-                    (0..TARGETS)
-                        .map(|i| {
-                            series(
-                                &[("__name__", metric), ("target", &format!("t{i}"))],
-                                &[(ts, i as f64)],
-                            )
-                        })
-                        .collect(),
-                );
-                let status = request(addr, "POST", "/write", WRITE_HEADERS, &encode(&req))
-                    .map_or(0, |r| r.status);
-                a.lock().expect("answers").push((ts, status));
-                let next = (ts - offset) + GRID_MS;
-                std::thread::sleep(Duration::from_millis(
-                    u64::try_from(next - now_ms()).unwrap_or(0),
-                ));
-            }
-        });
-        Sender {
-            stop,
-            answers,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) -> Vec<(i64, u16)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.answers.lock().expect("answers").clone()
-    }
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Stored sample times of `metric` -> number of targets stored at that time.
-fn stored(c: &mut postgres::Client, metric: &str) -> BTreeMap<i64, i64> {
-    c.query(
-        "SELECT (extract(epoch FROM p.time) * 1000)::bigint, count(*)
-           FROM prom_samples p JOIN prom_series s USING (series_id)
-          WHERE s.metric = $1 GROUP BY 1 ORDER BY 1",
-        &[&metric],
-    )
-    .expect("stored")
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
 fn sender_of(ts: i64) -> i64 {
     ts.rem_euclid(GRID_MS)
 }
@@ -130,29 +54,17 @@ fn eras(stored: &BTreeMap<i64, i64>) -> Vec<i64> {
     eras
 }
 
-fn assert_acknowledged_stored(answers: &[(i64, u16)], stored: &BTreeMap<i64, i64>) {
-    for (ts, status) in answers {
-        if *status == 204 {
-            assert_eq!(
-                stored.get(ts),
-                Some(&(TARGETS as i64)),
-                "acknowledged scrape at {ts} must be stored whole"
-            );
-        }
-    }
-}
-
 #[test]
 fn exactly_one_stores_and_the_other_takes_over_when_the_leaders_prometheus_stops() {
     let db = TestDb::new("lock_takeover");
     let p = [Promgres::start(&db, 101), Promgres::start(&db, 101)];
     let mut senders = [
-        Sender::start(p[0].addr, "lk", 0),
-        Sender::start(p[1].addr, "lk", 100),
+        Scraper::start(vec![p[0].addr], "lk", None, 0, TARGETS),
+        Scraper::start(vec![p[1].addr], "lk", None, 100, TARGETS),
     ];
     std::thread::sleep(Duration::from_secs(4));
     let mut c = db.client();
-    let before = stored(&mut c, "lk");
+    let before = stored_by_time(&mut c, "lk");
     assert_eq!(
         eras(&before).len(),
         1,
@@ -164,7 +76,7 @@ fn exactly_one_stores_and_the_other_takes_over_when_the_leaders_prometheus_stops
     let leader_answers = senders[leader].stop();
     let stopped = Instant::now();
     let took_over = wait_for(Duration::from_secs(10), || {
-        let s = stored(&mut c, "lk");
+        let s = stored_by_time(&mut c, "lk");
         (eras(&s).len() == 2).then_some(())
     });
     assert!(
@@ -178,10 +90,10 @@ fn exactly_one_stores_and_the_other_takes_over_when_the_leaders_prometheus_stops
     assert!(stopped.elapsed() <= Duration::from_secs(2 + 1 + 2));
     std::thread::sleep(Duration::from_secs(1));
     let other_answers = senders[other].stop();
-    let all = stored(&mut c, "lk");
+    let all = stored_by_time(&mut c, "lk");
     assert_eq!(eras(&all).len(), 2, "{:?}", eras(&all));
-    assert_acknowledged_stored(&leader_answers, &all);
-    assert_acknowledged_stored(&other_answers, &all);
+    assert_acknowledged_stored(&leader_answers, &all, TARGETS);
+    assert_acknowledged_stored(&other_answers, &all, TARGETS);
     assert!(
         other_answers.iter().any(|(_, s)| *s == 202),
         "the follower answered 202 while it did not store"
@@ -204,16 +116,16 @@ fn kill_9_of_the_leader_hands_the_lock_over_and_loses_nothing_acknowledged() {
     let db = TestDb::new("lock_kill");
     let mut p = [Promgres::start(&db, 202), Promgres::start(&db, 202)];
     let mut senders = [
-        Sender::start(p[0].addr, "lk", 0),
-        Sender::start(p[1].addr, "lk", 100),
+        Scraper::start(vec![p[0].addr], "lk", None, 0, TARGETS),
+        Scraper::start(vec![p[1].addr], "lk", None, 100, TARGETS),
     ];
     std::thread::sleep(Duration::from_secs(3));
     let mut c = db.client();
-    let leader = usize::from(eras(&stored(&mut c, "lk"))[0] == 100);
+    let leader = usize::from(eras(&stored_by_time(&mut c, "lk"))[0] == 100);
     p[leader].kill();
     let killed = Instant::now();
     let took_over = wait_for(Duration::from_secs(10), || {
-        (eras(&stored(&mut c, "lk")).len() == 2).then_some(())
+        (eras(&stored_by_time(&mut c, "lk")).len() == 2).then_some(())
     });
     assert!(
         took_over.is_some(),
@@ -226,10 +138,10 @@ fn kill_9_of_the_leader_hands_the_lock_over_and_loses_nothing_acknowledged() {
     std::thread::sleep(Duration::from_millis(500));
     let dead_answers = senders[leader].stop();
     let live_answers = senders[1 - leader].stop();
-    let all = stored(&mut c, "lk");
+    let all = stored_by_time(&mut c, "lk");
     assert_eq!(eras(&all).len(), 2);
-    assert_acknowledged_stored(&dead_answers, &all);
-    assert_acknowledged_stored(&live_answers, &all);
+    assert_acknowledged_stored(&dead_answers, &all, TARGETS);
+    assert_acknowledged_stored(&live_answers, &all, TARGETS);
 }
 
 #[test]
@@ -237,8 +149,8 @@ fn a_terminated_lock_session_stops_writing_and_no_moment_is_stored_twice() {
     let db = TestDb::new("lock_terminate");
     let p = [Promgres::start(&db, 303), Promgres::start(&db, 303)];
     let mut senders = [
-        Sender::start(p[0].addr, "lk", 0),
-        Sender::start(p[1].addr, "lk", 100),
+        Scraper::start(vec![p[0].addr], "lk", None, 0, TARGETS),
+        Scraper::start(vec![p[1].addr], "lk", None, 100, TARGETS),
     ];
     std::thread::sleep(Duration::from_secs(3));
     let mut c = db.client();
@@ -253,14 +165,14 @@ fn a_terminated_lock_session_stops_writing_and_no_moment_is_stored_twice() {
         .get(0);
     assert_eq!(terminated, 1, "the leader's lock session");
     std::thread::sleep(Duration::from_secs(4));
-    let answers: Vec<Vec<(i64, u16)>> = senders.iter_mut().map(Sender::stop).collect();
-    let all = stored(&mut c, "lk");
+    let answers: Vec<Vec<(i64, u16)>> = senders.iter_mut().map(Scraper::stop).collect();
+    let all = stored_by_time(&mut c, "lk");
     // Whoever holds the lock after the termination, the senders' samples never interleave:
     // at most one switch, and no time stored from both.
     let e = eras(&all);
     assert!(e.len() <= 2, "eras {e:?}");
     for a in &answers {
-        assert_acknowledged_stored(a, &all);
+        assert_acknowledged_stored(a, &all, TARGETS);
     }
     let statuses: BTreeMap<u16, usize> =
         answers
@@ -298,15 +210,15 @@ fn two_groups_with_different_lock_ids_do_not_interfere() {
     let g1 = [Promgres::start(&db, 404), Promgres::start(&db, 404)];
     let g2 = [Promgres::start(&db, 505), Promgres::start(&db, 505)];
     let _senders = [
-        Sender::start(g1[0].addr, "g_one", 0),
-        Sender::start(g1[1].addr, "g_one", 100),
-        Sender::start(g2[0].addr, "g_two", 0),
-        Sender::start(g2[1].addr, "g_two", 100),
+        Scraper::start(vec![g1[0].addr], "g_one", None, 0, TARGETS),
+        Scraper::start(vec![g1[1].addr], "g_one", None, 100, TARGETS),
+        Scraper::start(vec![g2[0].addr], "g_two", None, 0, TARGETS),
+        Scraper::start(vec![g2[1].addr], "g_two", None, 100, TARGETS),
     ];
     std::thread::sleep(Duration::from_secs(4));
     let mut c = db.client();
     for metric in ["g_one", "g_two"] {
-        let s = stored(&mut c, metric);
+        let s = stored_by_time(&mut c, metric);
         assert!(s.len() >= 8, "{metric}: stored {} scrapes", s.len());
         assert_eq!(
             eras(&s).len(),

@@ -8,129 +8,14 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const STALL: &str = "3s";
 const STALL_MS: u64 = 3_000;
 /// The watchdog checks every stall/3, at least every second.
 const WATCH_MS: u64 = 1_000;
-const INTERVAL_MS: i64 = 250;
+const INTERVAL_MS: i64 = SCRAPE_GRID_MS;
 const TARGETS: usize = 400;
-
-/// One request on a fresh connection with short timeouts, as a sender behind a load balancer
-/// sees it: a frozen promgres is a timeout, not a hang. None when nothing came back.
-fn post(addr: SocketAddr, body: &[u8]) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut head = format!(
-        "POST /write HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in WRITE_HEADERS {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    answer.split(' ').nth(1)?.parse().ok()
-}
-
-/// A scrape of `TARGETS` series at `ts`, labelled for `metric` and, with HA, a replica.
-fn scrape(metric: &str, ha: Option<(&str, &str)>, ts: i64) -> Vec<u8> {
-    let req = write_request(
-        (0..TARGETS)
-            .map(|i| {
-                let target = format!("t{i}");
-                let mut labels = vec![("__name__", metric), ("target", target.as_str())];
-                if let Some((cluster, replica)) = ha {
-                    labels.push(("cluster", cluster));
-                    labels.push(("__replica__", replica));
-                }
-                series(&labels, &[(ts, i as f64)])
-            })
-            .collect(),
-    );
-    encode(&req)
-}
-
-/// A sender scraping every 250 ms at `offset` ms past the grid, posting each scrape to the
-/// first of `targets` that answers 2xx (a load balancer retrying elsewhere), as Prometheus
-/// retries 5xx and timeouts. Records (ts, final status).
-struct Sender {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<(i64, u16)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sender {
-    fn start(
-        targets: Vec<SocketAddr>,
-        metric: &'static str,
-        ha: Option<(&'static str, &'static str)>,
-        offset: i64,
-    ) -> Sender {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let (s, a) = (stop.clone(), answers.clone());
-        let thread = std::thread::spawn(move || {
-            let mut pick = 0x2545_f491_u64 ^ offset as u64;
-            // Bounded: at most 400 scrapes (100 s).
-            for _ in 0..400 {
-                if s.load(Ordering::Relaxed) {
-                    break;
-                }
-                let ts = now_ms() / INTERVAL_MS * INTERVAL_MS + offset;
-                let body = scrape(metric, ha, ts);
-                pick ^= pick << 13;
-                pick ^= pick >> 7;
-                pick ^= pick << 17;
-                let first = (pick % targets.len() as u64) as usize;
-                let mut status = 0;
-                for k in 0..targets.len() {
-                    let addr = targets[(first + k) % targets.len()];
-                    if let Some(st) = post(addr, &body) {
-                        status = st;
-                        if (200..300).contains(&st) {
-                            break;
-                        }
-                    }
-                }
-                a.lock().expect("answers").push((ts, status));
-                let next = ts - offset + INTERVAL_MS;
-                std::thread::sleep(Duration::from_millis(
-                    u64::try_from(next - now_ms()).unwrap_or(0),
-                ));
-            }
-        });
-        Sender {
-            stop,
-            answers,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) -> Vec<(i64, u16)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.answers.lock().expect("answers").clone()
-    }
-}
-
-impl Drop for Sender {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Stops `p` while one of its writers is inside a transaction: tries until pg_stat_activity
 /// shows one (bounded), resuming it in between. The first tries wait for the worst case, a
@@ -166,32 +51,6 @@ fn freeze_mid_transaction(p: &Process, c: &mut postgres::Client) -> String {
     panic!("promgres {} was never caught inside a transaction", p.pid());
 }
 
-/// Stored sample times of `metric`, with how many targets each has.
-fn stored(c: &mut postgres::Client, metric: &str) -> BTreeMap<i64, i64> {
-    c.query(
-        "SELECT (extract(epoch FROM p.time) * 1000)::bigint, count(*)
-           FROM prom_samples p JOIN prom_series s USING (series_id)
-          WHERE s.metric = $1 GROUP BY 1 ORDER BY 1",
-        &[&metric],
-    )
-    .expect("stored")
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
-fn assert_acknowledged_stored(answers: &[(i64, u16)], stored: &BTreeMap<i64, i64>) {
-    for (ts, status) in answers {
-        if *status == 204 {
-            assert_eq!(
-                stored.get(ts),
-                Some(&(TARGETS as i64)),
-                "acknowledged scrape at {ts} must be stored whole"
-            );
-        }
-    }
-}
-
 fn leader(c: &mut postgres::Client) -> Option<String> {
     c.query_opt("SELECT leader FROM prom_ha_leases WHERE cluster = 'c'", &[])
         .expect("lease")
@@ -217,7 +76,7 @@ fn ha_fails_over_past_an_instance_frozen_mid_transaction() {
         Process::start(&db_uri(&db), &args),
     ];
     let addrs = vec![p[0].addr, p[1].addr];
-    let mut a = Sender::start(addrs.clone(), "fz", Some(("c", "a")), 0);
+    let mut a = Scraper::start(addrs.clone(), "fz", Some(("c", "a")), 0, TARGETS);
     let mut c = db.client();
     assert!(
         wait_for(Duration::from_secs(10), || leader(&mut c)
@@ -225,7 +84,7 @@ fn ha_fails_over_past_an_instance_frozen_mid_transaction() {
         .is_some(),
         "a leads"
     );
-    let mut b = Sender::start(addrs, "fz", Some(("c", "b")), 100);
+    let mut b = Scraper::start(addrs, "fz", Some(("c", "b")), 100, TARGETS);
     std::thread::sleep(Duration::from_secs(3));
 
     // The leader's Prometheus goes away as promgres 0 freezes mid-transaction.
@@ -247,9 +106,9 @@ fn ha_fails_over_past_an_instance_frozen_mid_transaction() {
     std::thread::sleep(Duration::from_secs(2));
     let b_answers = b.stop();
     p[0].signal("CONT");
-    let all = stored(&mut c, "fz");
-    assert_acknowledged_stored(&a_answers, &all);
-    assert_acknowledged_stored(&b_answers, &all);
+    let all = stored_by_time(&mut c, "fz");
+    assert_acknowledged_stored(&a_answers, &all, TARGETS);
+    assert_acknowledged_stored(&b_answers, &all, TARGETS);
     let t: i64 = c
         .query_one(
             "SELECT (extract(epoch FROM lease_start) * 1000)::bigint FROM prom_ha_leases",
@@ -301,8 +160,8 @@ fn a_frozen_advisory_lock_holder_loses_the_lock_within_the_bound() {
     ];
     // Each promgres is paired with its own Prometheus.
     let mut senders = [
-        Sender::start(vec![p[0].addr], "lk", None, 0),
-        Sender::start(vec![p[1].addr], "lk", None, 100),
+        Scraper::start(vec![p[0].addr], "lk", None, 0, TARGETS),
+        Scraper::start(vec![p[1].addr], "lk", None, 100, TARGETS),
     ];
     std::thread::sleep(Duration::from_secs(3));
     let mut c = db.client();
@@ -333,10 +192,10 @@ fn a_frozen_advisory_lock_holder_loses_the_lock_within_the_bound() {
     std::thread::sleep(Duration::from_secs(2));
     p[leader].signal("CONT");
     std::thread::sleep(Duration::from_secs(2));
-    let answers: Vec<Vec<(i64, u16)>> = senders.iter_mut().map(Sender::stop).collect();
-    let all = stored(&mut c, "lk");
+    let answers: Vec<Vec<(i64, u16)>> = senders.iter_mut().map(Scraper::stop).collect();
+    let all = stored_by_time(&mut c, "lk");
     for a in &answers {
-        assert_acknowledged_stored(a, &all);
+        assert_acknowledged_stored(a, &all, TARGETS);
     }
     // The senders' samples never interleave: one switch, from the frozen holder's to the
     // follower's, and the thawed instance stored nothing after it.

@@ -11,30 +11,6 @@ use common::*;
 use promgres::ha::HaConfig;
 use std::time::{Duration, Instant};
 
-/// The replicas scrape another Prometheus rather than promgres: promgres's own metrics carry
-/// `cluster` labels, which Prometheus would keep in place of its external label.
-fn replica_config(addr: std::net::SocketAddr, target: u16, cluster: &str, replica: &str) -> String {
-    format!(
-        r#"global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
-  external_labels:
-    cluster: {cluster}
-    __replica__: {replica}
-scrape_configs:
-  - job_name: target
-    static_configs:
-      - targets: ['127.0.0.1:{target}']
-remote_write:
-  - url: http://{addr}/write
-    queue_config:
-      batch_send_deadline: 500ms
-      min_backoff: 50ms
-      max_backoff: 500ms
-"#
-    )
-}
-
 /// Stored sample times (ms) of the one `up` series of `cluster`.
 fn up_times(c: &mut postgres::Client, cluster: &str) -> Vec<i64> {
     c.query(

@@ -46,68 +46,14 @@ const READ_HEADERS: &[(&str, &str)] = &[
     ("X-Prometheus-Remote-Read-Version", "0.1.0"),
 ];
 
-/// POSTs a read and returns the raw response body bytes (and status).
+/// POSTs a read and returns the status, the body bytes and the head.
 fn post_read(addr: std::net::SocketAddr, body: &[u8]) -> (u16, Vec<u8>, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut head = format!(
-        "POST /read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in READ_HEADERS {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("send");
-    s.write_all(body).expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .expect("status");
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, body, head)
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16)
-            .expect("chunk size");
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[end + 2 + size + 2..];
-    }
-    out
+    let r = exchange(addr, "POST", "/read", READ_HEADERS, body, None).expect("read");
+    (r.status, r.body, r.head)
 }
 
 fn to_stored(series: Vec<TimeSeries>) -> Stored {
-    series
-        .into_iter()
-        .map(|ts| {
-            (
-                ts.labels.into_iter().map(|l| (l.name, l.value)).collect(),
-                ts.samples
-                    .into_iter()
-                    .map(|s| (s.timestamp, s.value.to_bits()))
-                    .collect(),
-            )
-        })
-        .collect()
+    series.into_iter().map(raw_series).collect()
 }
 
 fn read_samples(
@@ -686,45 +632,22 @@ fn a_read_ends_at_its_deadline_and_reads_never_starve_writes() {
     // A streamed read of a million samples, read slowly: the body ends, failed, at the
     // deadline (the statement or the stream, whichever comes first).
     let started = std::time::Instant::now();
-    let (status, body, _) = {
-        use std::io::{Read, Write};
-        let req = read_request(
-            t0,
-            t0 + 3_600_000,
-            vec![matcher(0, "__name__", "big")],
-            true,
-        );
-        let mut s = std::net::TcpStream::connect(p.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let mut head = format!(
-            "POST /read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-            req.len()
-        );
-        for (n, v) in READ_HEADERS {
-            head.push_str(&format!("{n}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).expect("send");
-        s.write_all(&req).expect("send");
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|x| x.parse().ok())
-            .expect("status");
-        (status, dechunk(&raw[split + 4..]), head)
-    };
+    let req = read_request(
+        t0,
+        t0 + 3_600_000,
+        vec![matcher(0, "__name__", "big")],
+        true,
+    );
+    let answer = exchange(
+        p.addr,
+        "POST",
+        "/read",
+        READ_HEADERS,
+        &req,
+        Some(Duration::from_millis(100)),
+    )
+    .expect("read");
+    let (status, body) = (answer.status, answer.body);
     let took = started.elapsed();
     assert_eq!(status, 200);
     // Frames until the deadline, then one whose checksum cannot match.

@@ -1,5 +1,7 @@
 //! Test support: a database per test (created and dropped), promgres started in-process on
-//! an ephemeral port, a minimal HTTP/1.1 client over std's TcpStream, and request builders.
+//! an ephemeral port or as a process of its own, a private PostgreSQL, Debian's Prometheus, a
+//! minimal HTTP/1.1 client over std's TcpStream, request builders, and scrapers standing in
+//! for Prometheus.
 #![allow(dead_code)]
 
 use promgres::config::Config;
@@ -8,7 +10,8 @@ use promgres::server::Server;
 use prost::Message;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The server tests create their databases on: $PROMGRES_TEST_ADMIN_URI or the local one
@@ -54,6 +57,12 @@ impl TestDb {
         c.dbname(&self.name);
         c.connect_timeout(Duration::from_secs(5));
         c
+    }
+
+    /// The URI of this database, for a promgres process.
+    pub fn uri(&self) -> String {
+        let (base, _) = self.admin.rsplit_once('/').expect("admin uri");
+        format!("{base}/{}", self.name)
     }
 
     pub fn client(&self) -> postgres::Client {
@@ -140,6 +149,39 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Reply> {
+    exchange(addr, method, path, headers, body, None).map(RawReply::text)
+}
+
+/// An answer with its body as bytes (de-chunked).
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub head: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    /// The answer with its body as text.
+    pub fn text(self) -> Reply {
+        Reply {
+            status: self.status,
+            headers: self.headers,
+            body: String::from_utf8_lossy(&self.body).to_string(),
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (Connection: close); reads the whole answer,
+/// pausing `pace` between reads of 64 KiB when given (a slow client).
+pub fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    pace: Option<Duration>,
+) -> std::io::Result<RawReply> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!(
@@ -153,11 +195,25 @@ pub fn request(
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    match pace {
+        None => {
+            stream.read_to_end(&mut raw)?;
+        }
+        Some(pause) => {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+                std::thread::sleep(pause);
+            }
+        }
+    }
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<Reply> {
+fn parse_response(raw: &[u8]) -> std::io::Result<RawReply> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let split = raw
         .windows(4)
@@ -184,10 +240,11 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Reply> {
     {
         body = dechunk(&body);
     }
-    Ok(Reply {
+    Ok(RawReply {
         status,
+        head,
         headers,
-        body: String::from_utf8_lossy(&body).to_string(),
+        body,
     })
 }
 
@@ -351,11 +408,47 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// The configuration of a Prometheus HA replica: external labels `cluster` and `__replica__`,
+/// scraping `target` every second, remote-writing to `promgres` with short backoffs. Replicas
+/// scrape another Prometheus rather than promgres: promgres's own metrics carry `cluster`
+/// labels, which Prometheus would keep in place of its external label.
+pub fn replica_config(promgres: SocketAddr, target: u16, cluster: &str, replica: &str) -> String {
+    format!(
+        r#"global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+  external_labels:
+    cluster: {cluster}
+    __replica__: {replica}
+scrape_configs:
+  - job_name: target
+    static_configs:
+      - targets: ['127.0.0.1:{target}']
+remote_write:
+  - url: http://{promgres}/write
+    queue_config:
+      batch_send_deadline: 500ms
+      min_backoff: 50ms
+      max_backoff: 500ms
+"#
+    )
+}
+
+/// A series read back raw: its labels, and (ms, value bits) of each sample.
+pub type RawSeries = (Vec<(String, String)>, Vec<(i64, u64)>);
+
 /// A Prometheus server (Debian's package) killed when dropped.
 pub struct Prometheus {
     pub child: std::process::Child,
     pub port: u16,
     pub dir: TempDir,
+}
+
+fn prometheus_binary() -> &'static str {
+    ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("no prometheus binary: run scripts/ensure-prometheus.sh (make test does)")
 }
 
 impl Drop for Prometheus {
@@ -368,18 +461,26 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Starts Prometheus with `config` (YAML; `{port}` is replaced by its own port).
     pub fn start(tag: &str, config: &str) -> Prometheus {
-        let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("no prometheus binary: run scripts/ensure-prometheus.sh (make test does)");
         let dir = TempDir::new(tag);
         let port = free_port();
         let config_path = dir.0.join("prometheus.yml");
         std::fs::write(&config_path, config.replace("{port}", &port.to_string()))
             .expect("write config");
-        let log = std::fs::File::create(dir.0.join("prometheus.log")).expect("log file");
-        let child = std::process::Command::new(binary)
-            .arg(format!("--config.file={}", config_path.display()))
+        let child = Self::spawn(&dir, port);
+        Prometheus { child, port, dir }
+    }
+
+    fn spawn(dir: &TempDir, port: u16) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.0.join("prometheus.log"))
+            .expect("log file");
+        std::process::Command::new(prometheus_binary())
+            .arg(format!(
+                "--config.file={}",
+                dir.0.join("prometheus.yml").display()
+            ))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.0.join("data").display()
@@ -388,8 +489,78 @@ impl Prometheus {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start prometheus");
-        Prometheus { child, port, dir }
+            .expect("start prometheus")
+    }
+
+    /// Starts it again (after `kill`) on the same port and data directory: its TSDB, WAL
+    /// included, holds what it scraped before.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.dir, self.port);
+    }
+
+    /// Sends a signal by name (STOP, CONT).
+    pub fn signal(&self, name: &str) {
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
+    /// Raw samples (ms, value bits) of the series matching `matchers` in [start, end], read
+    /// from its own TSDB over remote read, with each series' labels (external ones included).
+    pub fn read_raw(
+        &self,
+        matchers: &[(&str, &str)],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<RawSeries> {
+        use promgres::proto::{LabelMatcher, Query, ReadRequest, ReadResponse};
+        let req = ReadRequest {
+            queries: vec![Query {
+                start_timestamp_ms: start_ms,
+                end_timestamp_ms: end_ms,
+                matchers: matchers
+                    .iter()
+                    .map(|(n, v)| LabelMatcher {
+                        r#type: 0,
+                        name: n.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+            }],
+            accepted_response_types: vec![0],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .expect("snappy");
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("addr");
+        let answer = exchange(
+            addr,
+            "POST",
+            "/api/v1/read",
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "snappy"),
+                ("X-Prometheus-Remote-Read-Version", "0.1.0"),
+            ],
+            &body,
+            None,
+        )
+        .expect("remote read from prometheus");
+        assert_eq!(answer.status, 200, "{}", answer.head);
+        let payload = answer.body;
+        let decoded = snap::raw::Decoder::new()
+            .decompress_vec(&payload)
+            .expect("snappy answer");
+        let response = ReadResponse::decode(decoded.as_slice()).expect("ReadResponse");
+        response
+            .results
+            .into_iter()
+            .flat_map(|r| r.timeseries)
+            .map(raw_series)
+            .collect()
     }
 
     pub fn log(&self) -> String {
@@ -488,9 +659,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_promgres");
 
 /// The URI of a test database, for a promgres process.
 pub fn db_uri(db: &TestDb) -> String {
-    let admin = admin_uri();
-    let (base, _) = admin.rsplit_once('/').expect("admin uri");
-    format!("{base}/{}", db.name)
+    db.uri()
 }
 
 /// promgres as a process of its own (killed when dropped), listening on a free port, its
@@ -701,10 +870,170 @@ impl KeepAlive {
         let mut body = vec![0u8; length];
         self.stream.read_exact(&mut body)?;
         raw.extend_from_slice(&body);
-        parse_response(&raw)
+        parse_response(&raw).map(RawReply::text)
     }
 
     pub fn write(&mut self, body: &[u8]) -> std::io::Result<Reply> {
         self.send("POST", "/write", WRITE_HEADERS, body)
+    }
+}
+
+/// One request on a fresh connection with short timeouts, as a sender behind a load balancer
+/// sees it: a frozen promgres is a timeout, not a hang. None when nothing came back.
+fn post_briefly(addr: SocketAddr, body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut head = format!(
+        "POST /write HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in WRITE_HEADERS {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+/// A scrape of `targets` series at `ts`, labelled for `metric` and, with HA, a replica.
+fn scrape(metric: &str, ha: Option<(&str, &str)>, ts: i64, targets: usize) -> Vec<u8> {
+    let req = write_request(
+        (0..targets)
+            .map(|i| {
+                let target = format!("t{i}");
+                let mut labels = vec![("__name__", metric), ("target", target.as_str())];
+                if let Some((cluster, replica)) = ha {
+                    labels.push(("cluster", cluster));
+                    labels.push(("__replica__", replica));
+                }
+                series(&labels, &[(ts, i as f64)])
+            })
+            .collect(),
+    );
+    encode(&req)
+}
+
+/// Stored sample times of `metric` -> how many series have a sample at that time.
+pub fn stored_by_time(
+    c: &mut postgres::Client,
+    metric: &str,
+) -> std::collections::BTreeMap<i64, i64> {
+    c.query(
+        "SELECT (extract(epoch FROM p.time) * 1000)::bigint, count(*)
+           FROM prom_samples p JOIN prom_series s USING (series_id)
+          WHERE s.metric = $1 GROUP BY 1 ORDER BY 1",
+        &[&metric],
+    )
+    .expect("stored")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Every scrape answered 204 is stored whole (`targets` series at its time).
+pub fn assert_acknowledged_stored(
+    answers: &[(i64, u16)],
+    stored: &std::collections::BTreeMap<i64, i64>,
+    targets: usize,
+) {
+    for (ts, status) in answers {
+        if *status == 204 {
+            assert_eq!(
+                stored.get(ts),
+                Some(&(targets as i64)),
+                "acknowledged scrape at {ts} must be stored whole"
+            );
+        }
+    }
+}
+
+/// A decoded series as labels and (ms, value bits).
+pub fn raw_series(ts: TimeSeries) -> RawSeries {
+    (
+        ts.labels.into_iter().map(|l| (l.name, l.value)).collect(),
+        ts.samples
+            .into_iter()
+            .map(|s| (s.timestamp, s.value.to_bits()))
+            .collect(),
+    )
+}
+
+/// The grid senders scrape on, ms.
+pub const SCRAPE_GRID_MS: i64 = 250;
+
+/// A sender standing in for one Prometheus: every 250 ms a scrape of `series` targets at
+/// `offset` ms past the grid, posted to the first of `targets` that answers 2xx (a load
+/// balancer retrying elsewhere, as Prometheus retries 5xx and timeouts). Records (ts, final
+/// status; 0 when nothing answered).
+pub struct Scraper {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<(i64, u16)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scraper {
+    pub fn start(
+        targets: Vec<SocketAddr>,
+        metric: &'static str,
+        ha: Option<(&'static str, &'static str)>,
+        offset: i64,
+        series: usize,
+    ) -> Scraper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            let mut pick = 0x2545_f491_u64 ^ offset as u64;
+            // Bounded: at most 400 scrapes (100 s).
+            for _ in 0..400 {
+                if s.load(Ordering::Relaxed) {
+                    break;
+                }
+                let ts = now_ms() / SCRAPE_GRID_MS * SCRAPE_GRID_MS + offset;
+                let body = scrape(metric, ha, ts, series);
+                pick ^= pick << 13;
+                pick ^= pick >> 7;
+                pick ^= pick << 17;
+                let first = (pick % targets.len() as u64) as usize;
+                let mut status = 0;
+                for k in 0..targets.len() {
+                    let addr = targets[(first + k) % targets.len()];
+                    if let Some(st) = post_briefly(addr, &body) {
+                        status = st;
+                        if (200..300).contains(&st) {
+                            break;
+                        }
+                    }
+                }
+                a.lock().expect("answers").push((ts, status));
+                let next = ts - offset + SCRAPE_GRID_MS;
+                std::thread::sleep(Duration::from_millis(
+                    u64::try_from(next - now_ms()).unwrap_or(0),
+                ));
+            }
+        });
+        Scraper {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) -> Vec<(i64, u16)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.answers.lock().expect("answers").clone()
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

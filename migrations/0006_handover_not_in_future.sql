@@ -30,8 +30,11 @@ BEGIN
         RETURN QUERY SELECT * FROM promgres.ha_leases WHERE cluster = c;
         RETURN;
     END IF;
+    -- least() skips NULLs: a leader that committed nothing in its term keeps T = its lease
+    -- start, not "now".
     t := greatest(l.lease_start,
-                  least(newest + interval '1 millisecond', date_trunc('milliseconds', clock_timestamp())));
+                  least(coalesce(newest + interval '1 millisecond', l.lease_start),
+                        date_trunc('milliseconds', clock_timestamp())));
     UPDATE promgres.ha_lease_history SET lease_end = t, ended_at = now()
      WHERE cluster = c AND term = l.term;
     INSERT INTO promgres.ha_lease_history (cluster, term, leader, lease_start, reason)

@@ -27,9 +27,10 @@ pub struct Args {
     #[argh(option)]
     pub db_password_file: Option<String>,
 
-    /// maximum PostgreSQL connections this instance opens: writers + 1 control (+ 1 for HA
-    /// leases or the advisory lock); the rest serve remote reads (at least 1) (default 8)
-    #[argh(option, default = "8")]
+    /// maximum PostgreSQL connections this instance opens: writers + 1 control + 1
+    /// maintenance (+ 1 for HA leases or the advisory lock); the rest serve remote reads (at
+    /// least 1) (default 9)
+    #[argh(option, default = "9")]
     pub db_connections_max: usize,
 
     /// writer threads, each with its own connection (default 4)
@@ -327,8 +328,9 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         stall: positive("--db-stall-timeout", &args.db_stall_timeout)?,
         read: positive("--read-timeout", &args.read_timeout)?,
     };
-    if sessions.stall < Duration::from_secs(1) {
-        return Err("--db-stall-timeout must be at least 1s".into());
+    // The lock session is pinged every second at most; it must not idle out in between.
+    if sessions.stall < Duration::from_secs(2) {
+        return Err("--db-stall-timeout must be at least 2s".into());
     }
     let max_sample_age =
         parse_duration(&args.max_sample_age).map_err(|e| format!("--max-sample-age: {e}"))?;
@@ -344,17 +346,15 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             Some(d)
         }
     };
-    let extra = usize::from(ha.is_some())
-        + usize::from(advisory.is_some())
-        + usize::from(retention.is_some());
+    // The control and maintenance connections, and the HA or lock session.
+    let extra = 2 + usize::from(ha.is_some()) + usize::from(advisory.is_some());
     // At least one connection must be left for remote read.
-    let needed = args.db_writers + 1 + extra + 1;
+    let needed = args.db_writers + extra + 1;
     if needed > args.db_connections_max {
         return Err(format!(
-            "--db-writers {} needs {needed} connections (writers + 1 control{}{} + 1 read), more than --db-connections-max {}",
+            "--db-writers {} needs {needed} connections (writers + 1 control + 1 maintenance{} + 1 read), more than --db-connections-max {}",
             args.db_writers,
             if ha.is_some() { " + 1 HA" } else if advisory.is_some() { " + 1 lock session" } else { "" },
-            if retention.is_some() { " + 1 maintenance" } else { "" },
             args.db_connections_max
         ));
     }
@@ -379,7 +379,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         log_level: args.log_level,
         ha,
         read_sample_limit: args.read_sample_limit.max(1),
-        read_connections: (args.db_connections_max - args.db_writers - 1 - extra)
+        read_connections: (args.db_connections_max - args.db_writers - extra)
             .min(args.read_concurrent_limit.max(1)),
         advisory,
         clock: LocalClock::default(),
@@ -449,7 +449,7 @@ mod tests {
         assert_eq!(c.command, Command::Run);
         assert_eq!(c.listen.to_string(), "127.0.0.1:9201");
         assert_eq!(c.max_request_bytes, 32 << 20);
-        assert!(parse(&["--db-writers", "7", "--db-connections-max", "8"]).is_err());
+        assert!(parse(&["--db-writers", "6", "--db-connections-max", "8"]).is_err());
         assert_eq!(c.read_connections, 3);
         assert!(parse(&["migrate"]).is_ok_and(|c| c.command == Command::Migrate));
         let ha = parse(&["--high-availability"]).expect("HA defaults are valid");

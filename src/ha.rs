@@ -153,6 +153,23 @@ struct Inner {
     pending: Vec<FencedGroup>,
 }
 
+/// How samples reach the HA stage, and when (receiver clock, ms).
+#[derive(Debug, Clone, Copy)]
+enum Arrival {
+    /// In a request the replica just sent.
+    Sent(i64),
+    /// Handed back by a writer: fenced out at commit, routed again.
+    Rerouted(i64),
+}
+
+impl Arrival {
+    fn at(self) -> i64 {
+        match self {
+            Arrival::Sent(t) | Arrival::Rerouted(t) => t,
+        }
+    }
+}
+
 /// The HA stage and the election it runs. Shared by the HTTP handlers and the election thread.
 pub struct Election {
     config: HaConfig,
@@ -246,7 +263,13 @@ impl Election {
         let mut inner = self.lock();
         let mut result = Ok(());
         for ((cluster, replica), series) in groups {
-            result = self.route_group(&mut inner, &cluster, &replica, series, now, &mut routed);
+            result = self.route_group(
+                &mut inner,
+                (&cluster, &replica),
+                series,
+                Arrival::Sent(now),
+                &mut routed,
+            );
             if result.is_err() {
                 break;
             }
@@ -287,10 +310,9 @@ impl Election {
         }
         let result = self.route_group(
             &mut inner,
-            &group.cluster,
-            &group.replica,
+            (&group.cluster, &group.replica),
             group.series,
-            now,
+            Arrival::Rerouted(now),
             &mut routed,
         );
         Self::settle(&mut inner, result, routed)
@@ -299,12 +321,12 @@ impl Election {
     fn route_group(
         &self,
         inner: &mut Inner,
-        cluster: &str,
-        replica: &str,
+        (cluster, replica): (&str, &str),
         series: Vec<SeriesSamples>,
-        now: i64,
+        arrival: Arrival,
         routed: &mut Routed,
     ) -> Result<(), HaError> {
+        let now = arrival.at();
         let Some((_, max_ts)) = sample_bounds(&series) else {
             return Ok(());
         };
@@ -324,9 +346,13 @@ impl Election {
         let Some(view) = inner.views.get_mut(cluster) else {
             return Ok(());
         };
-        let seen = view.replicas.entry(replica.to_string()).or_default();
-        seen.last_write_ms = now;
-        seen.max_time_ms = seen.max_time_ms.max(max_ts);
+        // Only a request from the replica shows it is sending: re-routed samples of a replica
+        // that lost the lease (perhaps dead) must not make it a failover candidate.
+        if let Arrival::Sent(_) = arrival {
+            let seen = view.replicas.entry(replica.to_string()).or_default();
+            seen.last_write_ms = now;
+            seen.max_time_ms = seen.max_time_ms.max(max_ts);
+        }
         let lease = view.lease.clone();
         let is_leader = lease.leader == replica;
 

@@ -641,7 +641,9 @@ fn accept_read(request: &mut Request, state: &HttpState) -> Result<AcceptedRead,
     }
     let limit = snap::raw::max_compress_len(state.limits.max_decoded_bytes).max(64);
     let body = read_body(request, limit, state.body_deadline)?;
-    let read_request = crate::read::decode_request(&body, state.limits.max_decoded_bytes)
+    // Decoded under a decode slot, as writes are: at most two decodes per core at once.
+    let read_request = state
+        .with_decode_slot(|| crate::read::decode_request(&body, state.limits.max_decoded_bytes))
         .map_err(ApiError::Read)?;
     let replica_label = state.ha.as_ref().map(|h| h.config().replica_label.as_str());
     let plans = crate::read::plan(&read_request, replica_label).map_err(ApiError::Read)?;

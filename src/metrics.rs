@@ -373,14 +373,14 @@ impl Metrics {
             &mut out,
             "promgres_queue_depth",
             "gauge",
-            "Write batches waiting for a writer.",
+            "Write batches waiting for a writer (in the fullest writer's queue with --async-acks).",
             self.queue_depth.get().to_string(),
         );
         scalar(
             &mut out,
             "promgres_queue_capacity",
             "gauge",
-            "Capacity of the write queue (--queue-capacity).",
+            "Capacity of the write queue (--queue-capacity; of each writer's queue with --async-acks).",
             self.queue_capacity.get().to_string(),
         );
         head(

@@ -71,6 +71,9 @@ pub enum Acks {
     Asynchronous,
 }
 
+/// A job split by writer: the part for each writer's queue, if any.
+type Parts = Vec<Option<Job>>;
+
 #[derive(Clone)]
 pub struct Queue {
     acks: Acks,
@@ -102,15 +105,19 @@ impl Queue {
         metrics: Arc<Metrics>,
     ) -> (Queue, Vec<Receiver<Job>>) {
         let writers = writers.max(1);
-        metrics.queue_capacity.set(capacity as i64);
+        let per_queue = match acks {
+            Acks::AfterCommit => capacity.max(1),
+            Acks::Asynchronous => (capacity / writers).max(4),
+        };
+        // Depth and capacity are those of one queue (the fullest, with one per writer): a
+        // request is refused when the queue of one writer it needs is full.
+        metrics.queue_capacity.set(per_queue as i64);
         let (shards, receivers) = match acks {
             Acks::AfterCommit => {
-                let (tx, rx) = bounded(capacity.max(1));
+                let (tx, rx) = bounded(per_queue);
                 (vec![tx], vec![rx; writers])
             }
-            Acks::Asynchronous => (0..writers)
-                .map(|_| bounded((capacity / writers).max(4)))
-                .unzip(),
+            Acks::Asynchronous => (0..writers).map(|_| bounded(per_queue)).unzip(),
         };
         (
             Queue {
@@ -128,7 +135,7 @@ impl Queue {
     }
 
     fn depth(&self) -> usize {
-        self.shards.iter().map(Sender::len).sum()
+        self.shards.iter().map(Sender::len).max().unwrap_or(0)
     }
 
     /// Enqueues without blocking. After-commit acks: the returned receiver yields the writer's
@@ -167,9 +174,16 @@ impl Queue {
         fenced: Vec<FencedGroup>,
         lock: Option<crate::advisory::LockFence>,
     ) -> Result<(), SubmitError> {
-        let parts = self.split(batch, fenced, lock);
+        self.send_parts(self.split(batch, fenced, lock))
+            .map_err(|(e, _)| e)
+    }
+
+    /// Sends every part to its writer's queue, or none (handing them back) when one of those
+    /// queues is full.
+    fn send_parts(&self, parts: Parts) -> Result<(), (SubmitError, Parts)> {
         let _splitting = self.splitting.lock().unwrap_or_else(|p| p.into_inner());
-        // Writers only take from the queues, so room seen here is still there below.
+        // Writers only take from the queues, and every sender holds this lock, so room seen
+        // here is still there below.
         let full = parts.iter().enumerate().any(|(n, part)| {
             part.is_some()
                 && self.shards[n]
@@ -177,14 +191,13 @@ impl Queue {
                     .is_some_and(|c| self.shards[n].len() >= c)
         });
         if full {
-            return Err(SubmitError::Full);
+            return Err((SubmitError::Full, parts));
         }
         for (n, part) in parts.into_iter().enumerate() {
             if let Some(job) = part {
-                self.shards[n].try_send(job).map_err(|e| match e {
-                    TrySendError::Full(_) => SubmitError::Full,
-                    TrySendError::Disconnected(_) => SubmitError::Closed,
-                })?;
+                if self.shards[n].try_send(job).is_err() {
+                    return Err((SubmitError::Closed, Vec::new()));
+                }
             }
         }
         Ok(())
@@ -196,7 +209,7 @@ impl Queue {
         batch: WriteBatch,
         fenced: Vec<FencedGroup>,
         lock: Option<crate::advisory::LockFence>,
-    ) -> Vec<Option<Job>> {
+    ) -> Parts {
         let n = self.shards.len();
         let mut parts: Vec<Option<Job>> = (0..n).map(|_| None).collect();
         let part = |parts: &mut Vec<Option<Job>>, k: usize| -> usize {
@@ -252,22 +265,29 @@ impl Queue {
         if batch.series.is_empty() && batch.metadata.is_empty() && groups.is_empty() {
             return Ok(());
         }
-        let parts = match self.acks {
-            Acks::AfterCommit => vec![Some(Job {
-                batch,
-                fenced: groups,
-                lock: None,
-                reply: None,
-            })],
-            Acks::Asynchronous => self.split(batch, groups, None),
+        let job = |batch, fenced| Job {
+            batch,
+            fenced,
+            lock: None,
+            reply: None,
         };
-        let _splitting = self.splitting.lock().unwrap_or_else(|p| p.into_inner());
-        for (n, part) in parts.into_iter().enumerate() {
-            if let Some(job) = part {
-                self.shards[n].send(job).map_err(|_| SubmitError::Closed)?;
+        match self.acks {
+            Acks::AfterCommit => self.shards[0]
+                .send(job(batch, groups))
+                .map_err(|_| SubmitError::Closed),
+            Acks::Asynchronous => {
+                // Waits for room without holding the split lock, which every handler needs.
+                let mut parts = self.split(batch, groups, None);
+                loop {
+                    match self.send_parts(parts) {
+                        Ok(()) => return Ok(()),
+                        Err((SubmitError::Full, back)) => parts = back,
+                        Err((e, _)) => return Err(e),
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
         }
-        Ok(())
     }
 
     /// Enqueues buffered HA samples of a new leader; see [`Queue::submit_unanswered`].

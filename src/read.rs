@@ -167,6 +167,15 @@ impl Deadline {
             Ok(())
         }
     }
+
+    /// Checks the deadline and gives the next statement on `client` only the time left, so
+    /// one long statement cannot outrun the read's deadline.
+    fn bound(&self, client: &mut Client) -> Result<(), ReadError> {
+        self.check()?;
+        let left = self.at.saturating_duration_since(Instant::now());
+        store::set_statement_timeout(client, left.max(Duration::from_millis(1)))?;
+        Ok(())
+    }
 }
 
 /// The SAMPLES answer: a snappy `ReadResponse` with one result per query. The sample limit is
@@ -180,12 +189,13 @@ pub fn samples_response(
     let mut results = Vec::with_capacity(plans.len());
     let mut total = 0usize;
     for plan in plans {
-        deadline.check()?;
         let client = pooled.client()?;
+        deadline.bound(client)?;
         let series = sorted(store::select_series(client, &plan.matchers)?);
         let ids: Vec<i64> = series.iter().map(|(id, _)| *id).collect();
         let mut by_id: std::collections::HashMap<i64, Vec<Sample>> =
             std::collections::HashMap::new();
+        deadline.bound(client)?;
         let complete = store::stream_samples(
             client,
             &ids,
@@ -350,6 +360,7 @@ impl ChunkStream {
                 return Ok(false);
             };
             if !self.started_query {
+                self.deadline.bound(self.client.client()?)?;
                 let series = sorted(store::select_series(self.client.client()?, &plan.matchers)?);
                 self.pending = series.into();
                 self.started_query = true;
@@ -365,6 +376,7 @@ impl ChunkStream {
             let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
             let mut by_id: std::collections::HashMap<i64, Vec<(i64, f64)>> = Default::default();
             let mut sent = self.samples_sent;
+            self.deadline.bound(self.client.client()?)?;
             let complete = store::stream_samples(
                 self.client.client()?,
                 &ids,

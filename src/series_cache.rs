@@ -4,8 +4,8 @@
 //! of the label text: 64 bits of SipHash under a per-process random key (a sender cannot aim
 //! collisions at it without the key) and 64 bits of a cheap multiply-rotate hash (more bits
 //! against chance collisions, for a fraction of a second SipHash pass). Ids never change once
-//! assigned; an entry goes stale only when its series is removed (retention), and the writers
-//! then evict it (`evict_ids`). Past `max_entries` the
+//! assigned; an entry goes stale only when its series is removed (retention), and the cache
+//! then moves to the removal's generation, evicting it (`advance`). Past `max_entries` the
 //! cache starts over rather than grow without end as series churn: a full restart costs one
 //! batched look-up per request until it is warm again, and needs no per-entry bookkeeping.
 
@@ -21,7 +21,17 @@ pub struct SeriesCache {
     keyed: RandomState,
     seed: u64,
     max_entries: usize,
-    ids: RwLock<HashMap<SeriesKey, i64>>,
+    ids: RwLock<Cached>,
+}
+
+/// The ids, and the series generation (`promgres.series_generation`) they are all valid in.
+/// Both change under one lock: an id resolved under an older generation is never added, and
+/// moving to a newer one evicts what was removed in between, so every cached id is valid in
+/// the cache's generation.
+struct Cached {
+    ids: HashMap<SeriesKey, i64>,
+    /// -1 before the first reading.
+    generation: i64,
 }
 
 impl SeriesCache {
@@ -32,8 +42,38 @@ impl SeriesCache {
             keyed,
             seed,
             max_entries,
-            ids: RwLock::new(HashMap::new()),
+            ids: RwLock::new(Cached {
+                ids: HashMap::new(),
+                generation: -1,
+            }),
         }
+    }
+
+    /// The generation the cached ids are valid in; read it before resolving ids.
+    pub fn generation(&self) -> i64 {
+        self.ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+
+    /// Moves the cache from generation `from` to `to`, forgetting `removed` (the ids removed
+    /// in between), or every id when the removals are not known. Returns false, changing
+    /// nothing, when the cache is no longer at `from` (another writer moved it).
+    pub fn advance(&self, from: i64, to: i64, removed: Option<&[i64]>) -> bool {
+        let mut cached = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        if cached.generation != from {
+            return false;
+        }
+        match removed {
+            Some(removed) if from >= 0 => {
+                let removed: std::collections::HashSet<i64> = removed.iter().copied().collect();
+                cached.ids.retain(|_, id| !removed.contains(id));
+            }
+            _ => cached.ids = HashMap::new(),
+        }
+        cached.generation = to;
+        true
     }
 
     pub fn key(&self, labels: &LabelSet) -> SeriesKey {
@@ -51,46 +91,33 @@ impl SeriesCache {
 
     /// Looks up many keys under one lock acquisition; `None` marks a miss.
     pub fn get_many(&self, keys: &[SeriesKey]) -> Vec<Option<i64>> {
-        let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
-        keys.iter().map(|k| ids.get(k).copied()).collect()
+        let cached = self.ids.read().unwrap_or_else(|p| p.into_inner());
+        keys.iter().map(|k| cached.ids.get(k).copied()).collect()
     }
 
-    /// Adds entries; returns true when the cache was full and started over first.
-    pub fn insert_many(&self, entries: &[(SeriesKey, i64)]) -> bool {
-        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
-        let reset = ids.len() + entries.len() > self.max_entries;
-        if reset {
-            *ids = HashMap::new();
+    /// Adds entries resolved under `generation`, unless the cache has moved past it (they
+    /// may name series removed since). Returns true when the cache was full and started over.
+    pub fn insert_many(&self, entries: &[(SeriesKey, i64)], generation: i64) -> bool {
+        let mut cached = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        if cached.generation != generation {
+            return false;
         }
-        ids.extend(entries.iter().copied());
+        let reset = cached.ids.len() + entries.len() > self.max_entries;
+        if reset {
+            cached.ids = HashMap::new();
+        }
+        cached.ids.extend(entries.iter().copied());
         reset
     }
 
     /// Bytes the map itself holds: each slot is a key, an id and a control byte.
     pub fn heap_bytes(&self) -> usize {
-        let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
-        ids.capacity() * (std::mem::size_of::<(SeriesKey, i64)>() + 1)
-    }
-
-    /// Forgets the given ids (those series were removed in the database).
-    pub fn evict_ids(&self, removed: &[i64]) {
-        if removed.is_empty() {
-            return;
-        }
-        let removed: std::collections::HashSet<i64> = removed.iter().copied().collect();
-        self.ids
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, id| !removed.contains(id));
-    }
-
-    /// Forgets every id.
-    pub fn clear(&self) {
-        *self.ids.write().unwrap_or_else(|p| p.into_inner()) = HashMap::new();
+        let cached = self.ids.read().unwrap_or_else(|p| p.into_inner());
+        cached.ids.capacity() * (std::mem::size_of::<(SeriesKey, i64)>() + 1)
     }
 
     pub fn len(&self) -> usize {
-        self.ids.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.ids.read().unwrap_or_else(|p| p.into_inner()).ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,6 +157,7 @@ mod tests {
     #[test]
     fn keys_differ_for_different_sets_and_cache_starts_over_when_full() {
         let cache = SeriesCache::new(2);
+        assert!(cache.advance(-1, 0, None));
         let (a, b, c) = (
             cache.key(&set("a")),
             cache.key(&set("b")),
@@ -137,9 +165,16 @@ mod tests {
         );
         assert_ne!(a, b);
         assert_eq!(a, cache.key(&set("a")));
-        assert!(!cache.insert_many(&[(a, 1), (b, 2)]));
+        assert!(!cache.insert_many(&[(a, 1), (b, 2)], 0));
         assert_eq!(cache.get_many(&[a, b, c]), vec![Some(1), Some(2), None]);
-        assert!(cache.insert_many(&[(c, 3)]));
+        assert!(cache.insert_many(&[(c, 3)], 0));
         assert_eq!(cache.get_many(&[a, c]), vec![None, Some(3)]);
+        // Series 3 is removed in generation 1: the cache forgets it, and an id resolved under
+        // generation 0 is not added any more.
+        assert!(cache.advance(0, 1, Some(&[3])));
+        assert_eq!(cache.get_many(&[c]), vec![None]);
+        assert!(!cache.advance(0, 2, Some(&[])), "no longer at 0");
+        cache.insert_many(&[(c, 3)], 0);
+        assert_eq!(cache.get_many(&[c]), vec![None]);
     }
 }

@@ -117,7 +117,7 @@ pub struct Server {
     watchdog: Option<JoinHandle<()>>,
     election: Option<JoinHandle<()>>,
     retention: Option<Duration>,
-    maintenance_db: Option<Arc<Control>>,
+    maintenance_db: Arc<Control>,
     db_clock: Arc<DbClock>,
     shared: Option<Arc<Shared>>,
     pub metrics: Arc<Metrics>,
@@ -149,17 +149,16 @@ impl Server {
             metrics.clone(),
             &config.sessions,
         ));
-        // Retention gets a connection of its own: detaching a partition waits for every
-        // transaction that may read it, and health checks must not wait behind that.
-        let maintenance_db = config.retention.map(|_| {
-            Arc::new(Control::new(
-                &config.db,
-                pg_session::Kind::Maintenance,
-                "maintenance",
-                metrics.clone(),
-                &config.sessions,
-            ))
-        });
+        // Partitions ahead of need and retention get a connection of their own: attaching or
+        // detaching a partition can wait on locks for many seconds, and health checks and the
+        // stalled-session watchdog (the control connection) must not wait behind that.
+        let maintenance_db = Arc::new(Control::new(
+            &config.db,
+            pg_session::Kind::Maintenance,
+            "maintenance",
+            metrics.clone(),
+            &config.sessions,
+        ));
         let db_clock = Arc::new(DbClock::new(config.clock.0.clone()));
         control
             .with_client(|c| read_database_clock(c, &db_clock))
@@ -176,9 +175,7 @@ impl Server {
         let generation = control
             .with_client(store::series_generation)
             .map_err(|e| format!("cannot read the series generation: {e}"))?;
-        shared
-            .series_generation
-            .store(generation, std::sync::atomic::Ordering::SeqCst);
+        shared.series.advance(-1, generation, None);
 
         let acks = if config.async_acks {
             Acks::Asynchronous
@@ -243,12 +240,12 @@ impl Server {
             None => None,
         };
         let maintenance = {
-            let (control, shared, stopping) = (control.clone(), shared.clone(), stopping.clone());
-            let retention = config.retention.zip(maintenance_db.clone());
+            let (db, shared, stopping) = (maintenance_db.clone(), shared.clone(), stopping.clone());
+            let retention = config.retention;
             let clock = db_clock.clone();
             std::thread::Builder::new()
                 .name("promgres-maintenance".into())
-                .spawn(move || maintenance_loop(&control, &shared, &clock, retention, &stopping))
+                .spawn(move || maintenance_loop(&db, &shared, &clock, retention, &stopping))
                 .map_err(|e| format!("cannot start maintenance thread: {e}"))?
         };
         let watchdog = {
@@ -354,10 +351,13 @@ impl Server {
 
     /// Runs the retention pass now (it also runs at start-up and every 10 minutes).
     pub fn apply_retention_now(&self) {
-        if let (Some(retention), Some(db), Some(shared)) =
-            (self.retention, &self.maintenance_db, &self.shared)
-        {
-            apply_retention(db, shared, retention, self.db_clock.now().ms);
+        if let (Some(retention), Some(shared)) = (self.retention, &self.shared) {
+            apply_retention(
+                &self.maintenance_db,
+                shared,
+                retention,
+                self.db_clock.now().ms,
+            );
         }
     }
 
@@ -378,7 +378,11 @@ impl Server {
         // The handlers and the election thread are gone; dropping the last queue sender lets
         // writers drain and stop.
         if let Some(e) = self.election.take() {
-            let _ = e.join();
+            if !join_within(deadline.saturating_sub(started.elapsed()), move || {
+                let _ = e.join();
+            }) {
+                log::warn!("the election thread is still busy at the shutdown deadline");
+            }
         }
         self.queue = None;
         // Closes the listening socket.
@@ -420,27 +424,8 @@ fn election_loop(
             waiting.push(group);
             waiting.extend(rerouted.try_iter());
         }
-        let mut groups = std::mem::take(&mut waiting).into_iter();
-        if Instant::now() < retry_at {
-            waiting.extend(groups.by_ref());
-        }
-        while let Some(group) = groups.next() {
-            match election.reroute_fenced_out(group.clone()) {
-                Ok(routed) => {
-                    let queued = queue
-                        .submit_unanswered(routed.plain, routed.fenced)
-                        .and_then(|()| queue.submit_flush(routed.flushes));
-                    if let Err(e) = queued {
-                        log::warn!("cannot queue re-routed HA samples: {e:?}");
-                    }
-                }
-                Err(e) => {
-                    log::warn!("cannot route fenced-out HA samples again, retrying in 1 s: {e}");
-                    waiting.push(group);
-                    waiting.extend(groups.by_ref());
-                    retry_at = Instant::now() + Duration::from_secs(1);
-                }
-            }
+        if Instant::now() >= retry_at && !reroute(election, queue, &mut waiting) {
+            retry_at = Instant::now() + Duration::from_secs(1);
         }
         if last.elapsed() < interval {
             continue;
@@ -455,6 +440,41 @@ fn election_loop(
             Err(e) => log::warn!("HA election round failed: {e}"),
         }
     }
+    // Shutting down: the writers still run until the queue is dropped after this thread.
+    waiting.extend(rerouted.try_iter());
+    if !reroute(election, queue, &mut waiting) || !waiting.is_empty() {
+        let samples: usize = waiting
+            .iter()
+            .flat_map(|g| g.series.iter())
+            .map(|s| s.samples.len())
+            .sum();
+        log::error!("shutting down with {samples} acknowledged HA samples not routed again");
+    }
+}
+
+/// Routes `waiting` fenced-out groups again and queues what that yields; on a lease error
+/// keeps the rest in `waiting` and returns false.
+fn reroute(election: &Election, queue: &Queue, waiting: &mut Vec<FencedGroup>) -> bool {
+    let mut groups = std::mem::take(waiting).into_iter();
+    while let Some(group) = groups.next() {
+        match election.reroute_fenced_out(group.clone()) {
+            Ok(routed) => {
+                let queued = queue
+                    .submit_unanswered(routed.plain, routed.fenced)
+                    .and_then(|()| queue.submit_flush(routed.flushes));
+                if let Err(e) = queued {
+                    log::warn!("cannot queue re-routed HA samples: {e:?}");
+                }
+            }
+            Err(e) => {
+                log::warn!("cannot route fenced-out HA samples again, retrying in 1 s: {e}");
+                waiting.push(group);
+                waiting.extend(groups);
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The legacy election thread: one [`AdvisoryElection::tick`] per interval, and a ping of the
@@ -534,11 +554,12 @@ fn watchdog_loop(
     }
 }
 
+/// Every 10 minutes, on the maintenance connection: partitions a week ahead, then retention.
 fn maintenance_loop(
-    control: &Control,
+    db: &Control,
     shared: &Shared,
     clock: &DbClock,
-    retention: Option<(Duration, Arc<Control>)>,
+    retention: Option<Duration>,
     stopping: &AtomicBool,
 ) {
     // Retention runs at start-up too; partitions were just created by Server::start.
@@ -550,14 +571,14 @@ fn maintenance_loop(
         }
         if last.is_some() {
             if let Err(e) =
-                control.with_client(|c| writer::prepare_partitions(c, shared, clock.now().ms))
+                db.with_client(|c| writer::prepare_partitions(c, shared, clock.now().ms))
             {
                 log::warn!("maintenance: cannot create partitions ahead: {e}");
             }
         }
         last = Some(Instant::now());
-        if let Some((retention, db)) = &retention {
-            apply_retention(db, shared, *retention, clock.now().ms);
+        if let Some(retention) = retention {
+            apply_retention(db, shared, retention, clock.now().ms);
         }
     }
 }

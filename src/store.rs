@@ -715,8 +715,9 @@ impl crate::ha::LeaseStore for PgLeaseStore {
                 &format!(
                     "SELECT {LEASE_COLUMNS},
                             (extract(epoch FROM promgres.ha_leader_silence(cluster)) * 1000)::bigint,
-                            (SELECT (extract(epoch FROM least(max(p.max_time) + interval '1 millisecond',
-                                                              clock_timestamp())) * 1000)::bigint
+                            (SELECT CASE WHEN max(p.max_time) IS NULL THEN NULL
+                                    ELSE (extract(epoch FROM least(max(p.max_time) + interval '1 millisecond',
+                                                                   clock_timestamp())) * 1000)::bigint END
                                FROM promgres.ha_progress p
                               WHERE p.cluster = l.cluster AND p.term = l.term)
                        FROM promgres.ha_leases l WHERE cluster = $1"
@@ -875,6 +876,12 @@ fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
         dropped.push(name);
     }
     Ok(dropped)
+}
+
+/// Sets this session's `statement_timeout` (a read's time left).
+pub fn set_statement_timeout(client: &mut Client, timeout: std::time::Duration) -> Result<()> {
+    client.batch_execute(&format!("SET statement_timeout = {}", timeout.as_millis()))?;
+    Ok(())
 }
 
 /// The database server's clock (`clock_timestamp()`), in ms since the Unix epoch.

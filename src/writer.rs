@@ -31,8 +31,6 @@ pub struct Shared {
     pub metric_views: Mutex<HashSet<String>>,
     /// Days (since 1970-01-01 UTC) whose partition is known to exist.
     pub partitions: Mutex<HashSet<i32>>,
-    /// The series generation the cached ids belong to (-1: not known yet).
-    pub series_generation: std::sync::atomic::AtomicI64,
     pub metrics: Arc<Metrics>,
     /// With HA: where fenced groups of jobs nobody waits for (asynchronous acks, a new
     /// leader's buffered samples) go when their replica lost the lease before commit, to be
@@ -46,7 +44,6 @@ impl Shared {
             series: SeriesCache::new(series_cache_max),
             metric_views: Mutex::new(HashSet::new()),
             partitions: Mutex::new(HashSet::new()),
-            series_generation: std::sync::atomic::AtomicI64::new(-1),
             metrics,
             reroute: std::sync::OnceLock::new(),
         }
@@ -160,7 +157,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let depth: usize = self.channels.iter().map(Receiver::len).sum();
+            let depth = self.channels.iter().map(Receiver::len).max().unwrap_or(0);
             self.shared.metrics.queue_depth.set(depth as i64);
             self.process(merged);
         }
@@ -178,11 +175,27 @@ impl Writer {
                     self.name,
                     merged.len()
                 );
+                // Once an acknowledged job waits for a retry, the jobs after it wait too: one of
+                // them may carry a later value for the same (series, time), and the first
+                // acknowledged value must win.
+                let mut held_back: Option<StoreError> = None;
                 for job in merged {
+                    if let Some(e) = &held_back {
+                        match job.reply {
+                            None => self.retry.push(job),
+                            Some(_) => self.finish(job, Err(e.clone())),
+                        }
+                        continue;
+                    }
                     let outcome = self
                         .write(std::slice::from_ref(&job))
                         .and_then(|mut c| c.pop().unwrap_or_else(|| Ok(Vec::new())));
+                    let waiting = self.retry.len();
+                    let error = outcome.as_ref().err().cloned();
                     self.finish(job, outcome);
+                    if self.retry.len() > waiting {
+                        held_back = error;
+                    }
                 }
             }
             Err(e) => {
@@ -324,18 +337,23 @@ impl Writer {
 }
 
 /// Brings the instance's series cache to generation `current`: evicts the ids removed since
-/// the generation it knows, or everything when the removal records no longer reach back.
+/// the generation it is at, or everything when the removal records no longer reach back.
 fn catch_up(client: &mut Client, shared: &Shared, current: i64) {
-    use std::sync::atomic::Ordering::SeqCst;
-    let known = shared.series_generation.load(SeqCst);
-    if known == current {
-        return;
+    // Another writer may move the cache meanwhile; then look again from where it is.
+    for _ in 0..GENERATION_RETRIES {
+        let known = shared.series.generation();
+        if known >= current {
+            return;
+        }
+        let removed = if known < 0 {
+            None
+        } else {
+            store::removed_since(client, known, current).ok().flatten()
+        };
+        if shared.series.advance(known, current, removed.as_deref()) {
+            return;
+        }
     }
-    match store::removed_since(client, known, current) {
-        Ok(Some(ids)) if known >= 0 => shared.series.evict_ids(&ids),
-        _ => shared.series.clear(),
-    }
-    shared.series_generation.store(current, SeqCst);
 }
 
 /// What one job of a committed transaction got: the indices of its fenced groups that were
@@ -416,16 +434,12 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
         return Ok(Written {
             stored: 0,
             results: jobs.iter().map(|_| Ok(Vec::new())).collect(),
-            generation: shared
-                .series_generation
-                .load(std::sync::atomic::Ordering::SeqCst),
+            generation: shared.series.generation(),
         });
     }
-    // Read before resolving: ids cached or created from here on belong to this generation.
-    let generation = shared
-        .series_generation
-        .load(std::sync::atomic::Ordering::SeqCst);
-    let resolved = resolve_ids(client, shared, &all)?;
+    // Read before resolving: ids resolved from here on are valid in this generation or later.
+    let generation = shared.series.generation();
+    let resolved = resolve_ids(client, shared, &all, generation)?;
     let series = store::SeriesIds {
         generation,
         ids: &resolved,
@@ -571,6 +585,7 @@ fn resolve_ids(
     client: &mut Client,
     shared: &Shared,
     series: &[&SeriesSamples],
+    generation: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let keys: Vec<SeriesKey> = series
         .iter()
@@ -599,7 +614,7 @@ fn resolve_ids(
         let found: HashMap<SeriesKey, i64> =
             miss_list.iter().map(|(k, _)| *k).zip(resolved).collect();
         let entries: Vec<(SeriesKey, i64)> = found.iter().map(|(k, v)| (*k, *v)).collect();
-        if shared.series.insert_many(&entries) {
+        if shared.series.insert_many(&entries, generation) {
             log::info!("series cache reached --series-cache-max and started over");
         }
         metrics.series_cache_size.set(shared.series.len() as i64);

@@ -31,7 +31,7 @@ impl Promgres {
                 "--db-writers",
                 "1",
                 "--db-connections-max",
-                "4",
+                "5",
                 "--log-level",
                 "warn",
             ],

@@ -385,3 +385,34 @@ fn a_series_with_one_ha_label_is_ordinary_data() {
     );
     assert!(server.shutdown(Duration::from_secs(10)));
 }
+
+#[test]
+fn a_leader_that_committed_nothing_hands_over_at_its_lease_start_not_now() {
+    use promgres::ha::LeaseStore;
+    let db = TestDb::new("ha_nothing");
+    promgres::server::migrate(&db.config()).expect("migrate");
+    let mut c = db.client();
+    let mut leases = promgres::store::PgLeaseStore::new(
+        &db.config(),
+        &promgres::pg_session::SessionBounds::default(),
+    );
+    leases.get_or_create("c", "a").expect("lease");
+    let state = leases.fetch("c").expect("fetch").expect("lease");
+    assert_eq!(
+        state.superseded_before_ms, None,
+        "nothing committed: no standby sample is superseded"
+    );
+    // a, then b, hand over without either committing a sample: T stays at the first lease's
+    // start instead of jumping to now (which would drop everything before now).
+    for (from, to) in [("a", "b"), ("b", "a")] {
+        let t: i64 = c
+            .query_one(
+                "SELECT (extract(epoch FROM lease_start) * 1000)::bigint
+                   FROM promgres.ha_change_leader('c', $1, $2, NULL, 'test')",
+                &[&from, &to],
+            )
+            .expect("change")
+            .get(0);
+        assert_eq!(t, 0, "{from} -> {to}");
+    }
+}

@@ -55,7 +55,7 @@ fn running_out_of_file_descriptors_is_survived() {
     let db = TestDb::new("emfile");
     let p = Process::start_limited(
         &db_uri(&db),
-        &["--db-writers", "1", "--db-connections-max", "3"],
+        &["--db-writers", "1", "--db-connections-max", "4"],
         Some(64),
     );
     // Hold connections until promgres cannot accept any more: each takes a descriptor or two,

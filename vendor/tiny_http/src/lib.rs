@@ -499,7 +499,7 @@ impl RateLimitedLog {
     }
 }
 
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 37\r\n\r\ntoo many open connections; retry later\n";
+const REFUSAL_BODY: &str = "too many open connections; retry later\n";
 
 /// The pause after a failed accept: none for errors of one connection (it is gone; the next
 /// may be fine), growing from 5 ms to 1 s for errors of the process or system (out of file
@@ -587,7 +587,12 @@ fn refuse(sock: Connection) {
     use std::io::Write;
     let _ = sock.configure(None, Some(Duration::from_millis(100)));
     let mut sock = sock;
-    let _ = sock.write_all(REFUSAL);
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{}",
+        REFUSAL_BODY.len(),
+        REFUSAL_BODY
+    );
+    let _ = sock.write_all(answer.as_bytes());
     let _ = sock.shutdown(Shutdown::Both);
 }
 

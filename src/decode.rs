@@ -380,19 +380,30 @@ impl Parsed {
 /// Decodes and validates a remote-write 1.0 body. `now_ms` is the receiver's clock, injected
 /// so tests can pin it.
 pub fn decode_write(body: &[u8], limits: Limits, now_ms: i64) -> Result<WriteBatch, DecodeError> {
-    let raw = decompress(body, limits.max_decoded_bytes)?;
-    let budget = limits
-        .max_decoded_bytes
+    let raw =
+        decompress_within_budget(body, limits.max_decoded_bytes, wire::estimate_decoded_bytes)?;
+    validate_parsed(wire::parse_write_request(&raw)?, limits, now_ms)
+}
+
+/// Decompresses `body` (at most `max_decoded_bytes`) and refuses it when `estimate` says its
+/// decoded message would take more memory than the budget: 4x the limit, at least 1 MiB.
+fn decompress_within_budget(
+    body: &[u8],
+    max_decoded_bytes: usize,
+    estimate: fn(&[u8], usize) -> Result<usize, DecodeError>,
+) -> Result<Vec<u8>, DecodeError> {
+    let raw = decompress(body, max_decoded_bytes)?;
+    let budget = max_decoded_bytes
         .saturating_mul(MEMORY_FACTOR)
         .max(MIN_MEMORY_BUDGET);
-    let estimated = wire::estimate_decoded_bytes(&raw, budget)?;
+    let estimated = estimate(&raw, budget)?;
     if estimated > budget {
         return Err(DecodeError::TooManyElements {
             estimated,
             limit: budget,
         });
     }
-    validate_parsed(wire::parse_write_request(&raw)?, limits, now_ms)
+    Ok(raw)
 }
 
 /// Decompresses a remote-read body and checks, before prost builds the `ReadRequest`, that it
@@ -402,18 +413,7 @@ pub fn decompress_read_request(
     body: &[u8],
     max_decoded_bytes: usize,
 ) -> Result<Vec<u8>, DecodeError> {
-    let raw = decompress(body, max_decoded_bytes)?;
-    let budget = max_decoded_bytes
-        .saturating_mul(MEMORY_FACTOR)
-        .max(MIN_MEMORY_BUDGET);
-    let estimated = wire::estimate_read_request_bytes(&raw, budget)?;
-    if estimated > budget {
-        return Err(DecodeError::TooManyElements {
-            estimated,
-            limit: budget,
-        });
-    }
-    Ok(raw)
+    decompress_within_budget(body, max_decoded_bytes, wire::estimate_read_request_bytes)
 }
 
 /// Validates a request decoded by prost; see [`decode_write`].

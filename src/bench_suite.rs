@@ -8,11 +8,12 @@
 
 use crate::clock::Clock;
 use crate::decode::{self, Limits};
+use crate::engine::head::{self, SampleRow};
 use crate::ha::{Election, HaConfig, Lease, LeaseStore};
 use crate::loadgen::{self, Workload};
 use crate::metrics::Metrics;
 use crate::proto;
-use crate::store::{self, SampleRow, StoreError};
+use crate::store::{self, StoreError};
 use prost::Message;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -446,16 +447,16 @@ fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
     for batch in rows.chunks(50_000) {
         let mut sorted = batch.to_vec();
         sorted.sort_unstable_by_key(|r| (r.series_id, r.timestamp_ms));
-        let data = store::encode_copy(&sorted);
-        store::insert_samples(
+        head::insert_samples(
             &mut c,
-            store::SeriesIds {
+            head::SeriesIds {
                 generation: 0,
                 ids: &[],
             },
             &[],
             &[],
-            &|_| data.clone(),
+            i64::MIN,
+            &|_| sorted.clone(),
         )
         .map_err(|e| e.to_string())?;
     }

@@ -9,7 +9,8 @@ pub const DEFAULT_DB_URI: &str = "postgresql://postgres@127.0.0.1:5432/postgres"
 /// promgres: long-term storage for Prometheus in PostgreSQL (remote write).
 #[derive(FromArgs, Debug)]
 pub struct Args {
-    /// command: "run" (default) serves remote write, "migrate" applies schema migrations and exits
+    /// command: "run" (default) serves remote write, "migrate" applies schema migrations and
+    /// exits, "compact" migrates and folds closed windows into chunks now, with progress
     #[argh(positional)]
     pub command: Option<String>,
 
@@ -156,6 +157,8 @@ pub struct Args {
 pub enum Command {
     Run,
     Migrate,
+    /// Migrate, then fold every head row of closed windows into chunks, with progress.
+    Compact,
 }
 
 /// Validated settings.
@@ -239,9 +242,10 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     let command = match args.command.as_deref() {
         None | Some("run") => Command::Run,
         Some("migrate") => Command::Migrate,
+        Some("compact") => Command::Compact,
         Some(other) => {
             return Err(format!(
-                "unknown command {other:?}: expected run or migrate"
+                "unknown command {other:?}: expected run, migrate or compact"
             ))
         }
     };

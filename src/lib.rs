@@ -9,6 +9,7 @@ pub mod bench_suite;
 pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod engine;
 pub mod ha;
 pub mod http;
 pub mod loadgen;

@@ -35,6 +35,12 @@ fn main() {
                 std::process::exit(1);
             }
         },
+        Command::Compact => {
+            if let Err(e) = server::compact_now(&config.db, &config.sessions) {
+                log::error!("compaction failed: {e}");
+                std::process::exit(1);
+            }
+        }
         Command::Run => {
             promgres::sys::install_signal_handlers();
             let server = match Server::start(&config) {

@@ -186,6 +186,13 @@ pub struct Metrics {
     pub samples_received: Counter,
     pub samples_stored: Counter,
     pub samples_rejected: CounterVec,
+    pub samples_duplicate: CounterVec,
+    pub compaction_samples: Counter,
+    pub compaction_chunks: Counter,
+    pub compaction_passes: Counter,
+    pub compaction_errors: Counter,
+    pub compaction_pass_seconds: Gauge,
+    pub compaction_behind_seconds: Gauge,
     pub metadata_stored: Counter,
     pub commit_duration: Histogram,
     pub queue_depth: Gauge,
@@ -223,6 +230,13 @@ impl Default for Metrics {
             samples_received: Counter::default(),
             samples_stored: Counter::default(),
             samples_rejected: CounterVec::new(&["reason"]),
+            samples_duplicate: CounterVec::new(&["kind"]),
+            compaction_samples: Counter::default(),
+            compaction_chunks: Counter::default(),
+            compaction_passes: Counter::default(),
+            compaction_errors: Counter::default(),
+            compaction_pass_seconds: Gauge::default(),
+            compaction_behind_seconds: Gauge::default(),
             metadata_stored: Counter::default(),
             commit_duration: Histogram::default(),
             queue_depth: Gauge::default(),
@@ -343,8 +357,54 @@ impl Metrics {
             &mut out,
             "promgres_samples_stored_total",
             "counter",
-            "Samples committed to PostgreSQL (re-sent duplicates included).",
+            "Samples committed to PostgreSQL that were new (resends and conflicts not counted).",
             self.samples_stored.get().to_string(),
+        );
+        head(
+            &mut out,
+            "promgres_samples_duplicate_total",
+            "counter",
+            "Samples whose (series, time) was stored already: kind=identical (a resend, same bits) or kind=conflicting (other bits; the first value stays).",
+        );
+        self.samples_duplicate
+            .render(&mut out, "promgres_samples_duplicate_total");
+        for (name, help, value) in [
+            (
+                "promgres_compaction_samples_total",
+                "Head samples this instance folded into chunks.",
+                self.compaction_samples.get(),
+            ),
+            (
+                "promgres_compaction_chunks_total",
+                "Chunks this instance wrote.",
+                self.compaction_chunks.get(),
+            ),
+            (
+                "promgres_compaction_passes_total",
+                "Compaction passes this instance finished.",
+                self.compaction_passes.get(),
+            ),
+            (
+                "promgres_compaction_errors_total",
+                "Compaction passes that failed (rolled back; repeated next time).",
+                self.compaction_errors.get(),
+            ),
+        ] {
+            scalar(&mut out, name, "counter", help, value.to_string());
+        }
+        scalar(
+            &mut out,
+            "promgres_compaction_last_pass_seconds",
+            "gauge",
+            "How long this instance's last compaction pass took.",
+            self.compaction_pass_seconds.get().to_string(),
+        );
+        scalar(
+            &mut out,
+            "promgres_compaction_behind_seconds",
+            "gauge",
+            "Database time minus the cutoff of the last finished pass: how old the oldest sample still in the head rows can be (grace + window when compaction keeps up).",
+            self.compaction_behind_seconds.get().to_string(),
         );
         head(
             &mut out,

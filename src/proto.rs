@@ -29,13 +29,55 @@ pub struct Label {
     pub value: String,
 }
 
-#[derive(Clone, Copy, PartialEq, prost::Message)]
+/// A sample. Its protobuf encoding is written by hand: proto3's rule "omit a field equal to
+/// its default" compares with `==`, under which -0.0 equals 0.0, so a derived encoder would
+/// send -0.0 as +0.0 (remote-read answers did). This one omits only the all-zero bit pattern.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sample {
-    #[prost(double, tag = "1")]
     pub value: f64,
     /// Milliseconds since the Unix epoch.
-    #[prost(int64, tag = "2")]
     pub timestamp: i64,
+}
+
+impl prost::Message for Sample {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        if self.value.to_bits() != 0 {
+            prost::encoding::double::encode(1, &self.value, buf);
+        }
+        if self.timestamp != 0 {
+            prost::encoding::int64::encode(2, &self.timestamp, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => prost::encoding::double::merge(wire_type, &mut self.value, buf, ctx),
+            2 => prost::encoding::int64::merge(wire_type, &mut self.timestamp, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        (if self.value.to_bits() != 0 {
+            prost::encoding::double::encoded_len(1, &self.value)
+        } else {
+            0
+        }) + (if self.timestamp != 0 {
+            prost::encoding::int64::encoded_len(2, &self.timestamp)
+        } else {
+            0
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = Sample::default();
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

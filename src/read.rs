@@ -196,7 +196,7 @@ pub fn samples_response(
         let mut by_id: std::collections::HashMap<i64, Vec<Sample>> =
             std::collections::HashMap::new();
         deadline.bound(client)?;
-        let complete = store::stream_samples(
+        let complete = crate::engine::stream_samples(
             client,
             &ids,
             plan.start_ms,
@@ -377,7 +377,7 @@ impl ChunkStream {
             let mut by_id: std::collections::HashMap<i64, Vec<(i64, f64)>> = Default::default();
             let mut sent = self.samples_sent;
             self.deadline.bound(self.client.client()?)?;
-            let complete = store::stream_samples(
+            let complete = crate::engine::stream_samples(
                 self.client.client()?,
                 &ids,
                 plan.start_ms,

@@ -5,6 +5,7 @@
 use crate::advisory::{AdvisoryElection, PgLockSession};
 use crate::clock::DbClock;
 use crate::config::Config;
+use crate::engine;
 use crate::ha::Election;
 use crate::http::{self, HealthCheck, HttpState};
 use crate::metrics::Metrics;
@@ -160,6 +161,7 @@ impl Server {
             &config.sessions,
         ));
         let db_clock = Arc::new(DbClock::new(config.clock.0.clone()));
+        let _ = shared.db_clock.set(db_clock.clone());
         control
             .with_client(|c| read_database_clock(c, &db_clock))
             .map_err(|e| format!("cannot read the database clock: {e}"))?;
@@ -564,7 +566,9 @@ fn maintenance_loop(
 ) {
     // Retention runs at start-up too; partitions were just created by Server::start.
     let mut last: Option<Instant> = None;
+    let mut compaction = CompactionSchedule::default();
     while !stopping.load(Ordering::Relaxed) {
+        compaction.run_if_due(db, shared, clock, stopping);
         if last.is_some_and(|l| l.elapsed() < MAINTENANCE_INTERVAL) {
             std::thread::sleep(Duration::from_millis(200));
             continue;
@@ -579,6 +583,117 @@ fn maintenance_loop(
         last = Some(Instant::now());
         if let Some(retention) = retention {
             apply_retention(db, shared, retention, clock.now().ms);
+        }
+    }
+}
+
+/// `promgres compact`: migrates, then runs one compaction pass up to the cutoff of the
+/// database clock, printing progress (done/total, rate, time left) every few seconds. Safe
+/// beside running instances: each range is claimed with a try-lock.
+pub fn compact_now(db: &postgres::Config, bounds: &SessionBounds) -> store::Result<()> {
+    migrate_with(db, bounds)?;
+    let mut client = store::connect(&pg_session::config(
+        db,
+        pg_session::Kind::Maintenance,
+        bounds,
+    ))?;
+    let cutoff = engine::cutoff_ms(store::database_clock_ms(&mut client)?);
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let stats = engine::compact(&mut client, cutoff, &mut |stats| {
+        if last.elapsed() >= Duration::from_secs(5) {
+            last = Instant::now();
+            println!(
+                "compact: {}",
+                engine::compact::progress_line(stats, started.elapsed())
+            );
+        }
+    })?;
+    println!(
+        "compact: done: {}",
+        engine::compact::progress_line(&stats, started.elapsed())
+    );
+    Ok(())
+}
+
+/// How often a compaction pass runs when its cutoff has not moved (to fold late samples).
+const COMPACTION_SWEEP_INTERVAL: Duration = Duration::from_secs(1800);
+/// How often the maintenance thread asks whether a pass is due.
+const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// When compaction runs: as soon as the cutoff (a window start, by the database clock)
+/// moved, and every half hour besides, for late samples.
+#[derive(Default)]
+struct CompactionSchedule {
+    checked: Option<Instant>,
+    last_pass: Option<Instant>,
+    last_cutoff: Option<i64>,
+}
+
+impl CompactionSchedule {
+    fn run_if_due(
+        &mut self,
+        db: &Control,
+        shared: &Shared,
+        clock: &DbClock,
+        stopping: &AtomicBool,
+    ) {
+        if self
+            .checked
+            .is_some_and(|c| c.elapsed() < COMPACTION_CHECK_INTERVAL)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        let now = clock.now();
+        if !now.trusted {
+            return;
+        }
+        let cutoff = engine::cutoff_ms(now.ms);
+        let moved = self.last_cutoff.is_none_or(|c| c < cutoff);
+        let swept = self
+            .last_pass
+            .is_some_and(|p| p.elapsed() < COMPACTION_SWEEP_INTERVAL);
+        if !moved && swept {
+            return;
+        }
+        let started = Instant::now();
+        let metrics = &shared.metrics;
+        let mut last_log = Instant::now();
+        let mut report = |stats: &engine::CompactionStats| {
+            if stopping.load(Ordering::Relaxed) || last_log.elapsed() < Duration::from_secs(10) {
+                return;
+            }
+            last_log = Instant::now();
+            log::info!(
+                "compaction: {}",
+                engine::compact::progress_line(stats, started.elapsed())
+            );
+        };
+        match db.with_client(|c| engine::compact(c, cutoff, &mut report)) {
+            Ok(stats) => {
+                metrics.compaction_samples.add(stats.samples);
+                metrics.compaction_chunks.add(stats.chunks);
+                metrics.compaction_passes.add(1);
+                metrics
+                    .compaction_pass_seconds
+                    .set(started.elapsed().as_secs() as i64);
+                metrics
+                    .compaction_behind_seconds
+                    .set((clock.now().ms - cutoff) / 1000);
+                if stats.samples > 0 {
+                    log::info!(
+                        "compaction: folded {} samples into {} chunks ({} rewritten, {} duplicates dropped) in {:.1?}",
+                        stats.samples, stats.chunks, stats.rewritten, stats.duplicates, started.elapsed()
+                    );
+                }
+                self.last_cutoff = Some(cutoff);
+                self.last_pass = Some(Instant::now());
+            }
+            Err(e) => {
+                metrics.compaction_errors.add(1);
+                log::warn!("compaction: pass failed (it is repeated; nothing is lost): {e}");
+            }
         }
     }
 }

@@ -8,7 +8,6 @@ use crate::advisory::LockFence;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use std::fmt;
-use std::io::Write;
 
 /// Migrations in order; `version` is the position, starting at 1.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -30,6 +29,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_handover_not_in_future",
         include_str!("../migrations/0006_handover_not_in_future.sql"),
     ),
+    ("0007_chunks", include_str!("../migrations/0007_chunks.sql")),
 ];
 
 /// The schema version this binary needs.
@@ -57,7 +57,7 @@ impl StoreError {
         }
     }
 
-    fn is(&self, state: &SqlState) -> bool {
+    pub(crate) fn is(&self, state: &SqlState) -> bool {
         self.sqlstate.as_deref() == Some(state.code())
     }
 
@@ -74,7 +74,7 @@ impl StoreError {
 
     /// Series were removed since the writer resolved its ids: the new generation is in the
     /// message's place, see [`StoreError::moved_generation`].
-    fn generation_moved(generation: i64) -> Self {
+    pub(crate) fn generation_moved(generation: i64) -> Self {
         StoreError {
             connection_lost: false,
             sqlstate: Some(GENERATION_MOVED.to_string()),
@@ -149,7 +149,7 @@ const GENERATION_MOVED: &str = "PL002";
 
 /// Advisory lock key guarding series removal: writers hold it shared while they insert, the
 /// cleanup exclusively while it deletes.
-const SERIES_REMOVAL_LOCK_KEY: i64 = 0x7072_6f6d_7365_7269; // "promseri"
+pub(crate) const SERIES_REMOVAL_LOCK_KEY: i64 = 0x7072_6f6d_7365_7269; // "promseri"
 
 pub fn connect(config: &postgres::Config) -> Result<Client> {
     Ok(config.connect(NoTls)?)
@@ -305,189 +305,13 @@ pub fn resolve_series(
     Ok((resolved, created_total))
 }
 
-/// One row of promgres.samples.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SampleRow {
-    pub series_id: i64,
-    pub timestamp_ms: i64,
-    pub value: f64,
-}
-
-/// Milliseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
-const PG_EPOCH_MS: i64 = 946_684_800_000;
-
-/// Encodes rows in PostgreSQL's binary COPY format: three int64-sized fields per row, the
-/// float's bits copied as they are, so NaN payloads such as stale markers survive.
-pub fn encode_copy(rows: &[SampleRow]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(19 + rows.len() * 38 + 2);
-    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.extend_from_slice(&0i32.to_be_bytes()); // flags
-    buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-    for r in rows {
-        buf.extend_from_slice(&3i16.to_be_bytes());
-        buf.extend_from_slice(&8i32.to_be_bytes());
-        buf.extend_from_slice(&r.series_id.to_be_bytes());
-        buf.extend_from_slice(&8i32.to_be_bytes());
-        // Timestamps are validated to lie between 1970 and now + 10 min, so this cannot overflow.
-        let micros = (r.timestamp_ms - PG_EPOCH_MS) * 1000;
-        buf.extend_from_slice(&micros.to_be_bytes());
-        buf.extend_from_slice(&8i32.to_be_bytes());
-        buf.extend_from_slice(&r.value.to_bits().to_be_bytes());
-    }
-    buf.extend_from_slice(&(-1i16).to_be_bytes());
-    buf
-}
-
-/// How an insert went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertPath {
-    /// Straight binary COPY into the samples table.
-    Copy,
-    /// The COPY met an existing (series, time) (a re-sent batch): re-done through a staging
-    /// table and INSERT ... ON CONFLICT DO NOTHING, which keeps the first value stored.
-    Deduplicated,
-}
-
-/// Whether an error means a sample's day has no partition (e.g. dropped meanwhile).
-pub fn is_missing_partition(e: &StoreError) -> bool {
-    e.is(&SqlState::CHECK_VIOLATION) && e.message.contains("no partition")
-}
-
-/// An HA leader's claim, checked inside the inserting transaction: `replica` must lead
-/// `cluster` and `min_ms` must lie in its lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fence<'a> {
-    pub cluster: &'a str,
-    pub replica: &'a str,
-    pub min_ms: i64,
-    pub max_ms: i64,
-}
-
-/// What the checks inside an insert transaction found: per advisory-lock fence whether its
-/// tenure still holds, per HA fence whether its replica still leads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verdicts {
-    pub locks: Vec<bool>,
-    pub fences: Vec<bool>,
-    /// The series generation at commit; when it moved past the one the ids were resolved
-    /// under, series were removed meanwhile (none of those used here).
-    pub generation: i64,
-}
-
-/// The series ids a transaction writes under, and the series generation they were resolved
-/// under.
-#[derive(Debug, Clone, Copy)]
-pub struct SeriesIds<'a> {
-    pub generation: i64,
-    pub ids: &'a [i64],
-}
-
-/// Inserts samples in one transaction and returns the verdicts of its fences. `build` gets
-/// them and returns the binary COPY data of the rows to store (those of jobs whose lock
-/// holds, and of HA fences that held).
-///
-/// The fast path is a plain binary COPY, which PostgreSQL runs at about twice the speed of an
-/// ON CONFLICT insert; re-sent batches are rare, so only a transaction that hits the primary
-/// key pays for the slow path. Fences are checked with the lease rows locked FOR SHARE until
-/// commit, so a hand-over (which locks them FOR UPDATE) happens wholly before or after.
-pub fn insert_samples(
-    client: &mut Client,
-    series: SeriesIds,
-    locks: &[LockFence],
-    fences: &[Fence],
-    build: &dyn Fn(&Verdicts) -> Vec<u8>,
-) -> Result<(InsertPath, Verdicts)> {
-    match insert_attempt(client, series, locks, fences, build, false) {
-        Ok(verdicts) => Ok((InsertPath::Copy, verdicts)),
-        Err(e) if e.is(&SqlState::UNIQUE_VIOLATION) => {
-            let verdicts = insert_attempt(client, series, locks, fences, build, true)?;
-            Ok((InsertPath::Deduplicated, verdicts))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn insert_attempt(
-    client: &mut Client,
-    series: SeriesIds,
-    locks: &[LockFence],
-    fences: &[Fence],
-    build: &dyn Fn(&Verdicts) -> Vec<u8>,
-    deduplicate: bool,
-) -> Result<Verdicts> {
-    let mut tx = client.transaction()?;
-    // The series ids were resolved under `series.generation`; series removed since (the
-    // removal holds this lock exclusively while it deletes) must not be among them.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock_shared($1)",
-        &[&SERIES_REMOVAL_LOCK_KEY],
-    )?;
-    let current: i64 = tx
-        .query_one("SELECT generation FROM promgres.series_generation", &[])?
-        .try_get(0)?;
-    if current != series.generation {
-        let row = tx.query_one(
-            "SELECT count(*) = $2::int8 - $1::int8, coalesce(bool_or(series_ids && $3::int8[]), false)
-               FROM promgres.series_removals WHERE generation > $1 AND generation <= $2",
-            &[&series.generation, &current, &series.ids],
-        )?;
-        let (complete, hit): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
-        if !complete || hit {
-            return Err(StoreError::generation_moved(current));
-        }
-    }
-    let mut verdicts = Verdicts {
-        generation: current,
-        ..Verdicts::default()
-    };
-    for lock in locks {
-        verdicts.locks.push(check_lock(&mut tx, *lock)?);
-    }
-    let (held, terms) = check_fences(&mut tx, fences)?;
-    verdicts.fences = held;
-    let data = build(&verdicts);
-    if deduplicate {
-        tx.batch_execute(
-            "CREATE TEMP TABLE IF NOT EXISTS promgres_staging
-                 (series_id bigint, time timestamptz, value double precision)
-                 ON COMMIT DELETE ROWS",
-        )?;
-        copy_in(
-            &mut tx,
-            "COPY promgres_staging (series_id, time, value) FROM STDIN (FORMAT binary)",
-            &data,
-        )?;
-        tx.batch_execute(
-            "INSERT INTO promgres.samples (series_id, time, value)
-             SELECT series_id, time, value FROM promgres_staging
-             ON CONFLICT DO NOTHING",
-        )?;
-    } else {
-        copy_in(
-            &mut tx,
-            "COPY promgres.samples (series_id, time, value) FROM STDIN (FORMAT binary)",
-            &data,
-        )?;
-    }
-    record_progress(&mut tx, fences, &verdicts.fences, &terms)?;
-    tx.commit()?;
-    Ok(verdicts)
-}
-
-fn copy_in(tx: &mut postgres::Transaction, copy: &str, data: &[u8]) -> Result<()> {
-    let mut writer = tx.copy_in(copy)?;
-    writer.write_all(data)?;
-    writer.finish()?;
-    Ok(())
-}
-
 /// The advisory-lock fence (legacy election): `lock.tenure` must still be the lock's current
 /// tenure, and the session that won it (its pid and backend start, so a reused pid cannot pass)
 /// must still hold advisory lock `lock.key`. The transaction first takes the key's companion
 /// lock (the two-int4 form of the same number, a separate lock) shared, until commit; a new
 /// holder bumps the tenure while holding the companion exclusively, so it waits for every
 /// transaction that passed this check under the old tenure.
-fn check_lock(tx: &mut postgres::Transaction, lock: LockFence) -> Result<bool> {
+pub(crate) fn check_lock(tx: &mut postgres::Transaction, lock: LockFence) -> Result<bool> {
     let (hi, lo) = lock_halves(lock.key);
     tx.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", &[&hi, &lo])?;
     Ok(tx
@@ -572,83 +396,6 @@ fn begin_tenure(client: &mut Client, key: i64) -> Result<i64> {
 /// only its key), however many times it was taken.
 pub fn advisory_unlock(client: &mut Client) -> Result<()> {
     client.execute("SELECT pg_advisory_unlock_all()", &[])?;
-    Ok(())
-}
-
-/// Locks the fences' lease rows FOR SHARE and says which fences hold; also returns each
-/// cluster's lease term.
-fn check_fences(
-    tx: &mut postgres::Transaction,
-    fences: &[Fence],
-) -> Result<(Vec<bool>, std::collections::HashMap<String, i64>)> {
-    if fences.is_empty() {
-        return Ok((Vec::new(), Default::default()));
-    }
-    let mut clusters: Vec<&str> = fences.iter().map(|f| f.cluster).collect();
-    clusters.sort_unstable();
-    clusters.dedup();
-    let rows = tx.query(
-        "SELECT cluster, leader, (extract(epoch FROM lease_start) * 1000)::bigint, term
-           FROM promgres.ha_leases WHERE cluster = ANY($1) ORDER BY cluster FOR SHARE",
-        &[&clusters],
-    )?;
-    let mut leases = std::collections::HashMap::new();
-    let mut terms = std::collections::HashMap::new();
-    for row in rows {
-        let cluster: String = row.try_get(0)?;
-        let leader: String = row.try_get(1)?;
-        let start: i64 = row.try_get(2)?;
-        let term: i64 = row.try_get(3)?;
-        terms.insert(cluster.clone(), term);
-        leases.insert(cluster, (leader, start));
-    }
-    let held = fences
-        .iter()
-        .map(|f| {
-            leases
-                .get(f.cluster)
-                .is_some_and(|(leader, start)| leader == f.replica && f.min_ms >= *start)
-        })
-        .collect();
-    Ok((held, terms))
-}
-
-/// Notes, for each cluster whose fence held, the newest sample committed for its leader and
-/// that it wrote now; a hand-over reads these to pick T and to measure the leader's silence.
-fn record_progress(
-    tx: &mut postgres::Transaction,
-    fences: &[Fence],
-    held: &[bool],
-    terms: &std::collections::HashMap<String, i64>,
-) -> Result<()> {
-    let mut newest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for (f, ok) in fences.iter().zip(held) {
-        if *ok {
-            let e = newest.entry(f.cluster).or_insert(f.max_ms);
-            *e = (*e).max(f.max_ms);
-        }
-    }
-    if newest.is_empty() {
-        return Ok(());
-    }
-    let clusters: Vec<&str> = newest.keys().copied().collect();
-    let maxes: Vec<i64> = newest.values().copied().collect();
-    let term_list: Vec<i64> = clusters
-        .iter()
-        .map(|c| terms.get(*c).copied().unwrap_or(0))
-        .collect();
-    tx.execute(
-        "INSERT INTO promgres.ha_progress (cluster, writer_pid, term, max_time, last_write_at)
-         SELECT c, pg_backend_pid(), t, timestamptz 'epoch' + m * interval '1 millisecond', clock_timestamp()
-           FROM unnest($1::text[], $2::int8[], $3::int8[]) AS x(c, t, m)
-         ON CONFLICT (cluster, writer_pid) DO UPDATE
-            SET max_time = CASE WHEN promgres.ha_progress.term = EXCLUDED.term
-                                THEN greatest(promgres.ha_progress.max_time, EXCLUDED.max_time)
-                                ELSE EXCLUDED.max_time END,
-                term = EXCLUDED.term,
-                last_write_at = clock_timestamp()",
-        &[&clusters, &term_list, &maxes],
-    )?;
     Ok(())
 }
 
@@ -843,19 +590,28 @@ pub fn drop_partitions_before(client: &mut Client, keep_from_day: i32) -> Result
 }
 
 fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
-    // Partitions are named samples_YYYYMMDD after their day; detached-but-pending ones
-    // (an interrupted earlier run) are still listed by pg_inherits and finished first.
+    let mut dropped = drop_old_of(client, "samples", keep_from_day)?;
+    dropped.extend(drop_old_of(client, "chunks", keep_from_day)?);
+    Ok(dropped)
+}
+
+/// Drops the day partitions of promgres.<table> (named <table>_YYYYMMDD) before
+/// `keep_from_day`. `table` is one of promgres's own names, never user input.
+fn drop_old_of(client: &mut Client, table: &str, keep_from_day: i32) -> Result<Vec<String>> {
+    // Detached-but-pending partitions (an interrupted earlier run) are still listed by
+    // pg_inherits and finished first.
     let rows = client.query(
-        "SELECT c.relname, (to_date(substr(c.relname, 9), 'YYYYMMDD') - DATE '1970-01-01')::int4,
+        "SELECT c.relname,
+                (to_date(substr(c.relname, length($1) + 2), 'YYYYMMDD') - DATE '1970-01-01')::int4,
                 i.inhdetachpending
            FROM pg_inherits i
            JOIN pg_class c ON c.oid = i.inhrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE i.inhparent = 'promgres.samples'::regclass
+          WHERE i.inhparent = ('promgres.' || $1)::regclass
             AND n.nspname = 'promgres_partitions'
-            AND c.relname ~ '^samples_[0-9]{8}$'
+            AND c.relname ~ ('^' || $1 || '_[0-9]{8}$')
           ORDER BY 2",
-        &[],
+        &[&table],
     )?;
     let mut dropped = Vec::new();
     for row in rows {
@@ -865,11 +621,11 @@ fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
         if day >= keep_from_day {
             break;
         }
-        // Names come from pg_class and match samples_[0-9]{8}: safe to quote as identifiers.
+        // Names come from pg_class and match <table>_[0-9]{8}: safe to quote as identifiers.
         let detach = if pending {
-            format!("ALTER TABLE promgres.samples DETACH PARTITION promgres_partitions.\"{name}\" FINALIZE")
+            format!("ALTER TABLE promgres.{table} DETACH PARTITION promgres_partitions.\"{name}\" FINALIZE")
         } else {
-            format!("ALTER TABLE promgres.samples DETACH PARTITION promgres_partitions.\"{name}\" CONCURRENTLY")
+            format!("ALTER TABLE promgres.{table} DETACH PARTITION promgres_partitions.\"{name}\" CONCURRENTLY")
         };
         client.batch_execute(&detach)?;
         client.batch_execute(&format!("DROP TABLE promgres_partitions.\"{name}\""))?;
@@ -917,6 +673,7 @@ pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u6
             "SELECT s.id FROM promgres.series s
               WHERE s.created_at < now() - $1::int8 * interval '1 millisecond'
                 AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
+                AND NOT EXISTS (SELECT 1 FROM promgres.chunks c WHERE c.series_id = s.id)
               ORDER BY s.id
               LIMIT 100000",
             &[&older_than_ms],
@@ -941,6 +698,7 @@ pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u6
                 "DELETE FROM promgres.series s
                   WHERE s.id = ANY($1)
                     AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
+                AND NOT EXISTS (SELECT 1 FROM promgres.chunks c WHERE c.series_id = s.id)
                  RETURNING s.id",
                 &[&batch],
             )?
@@ -1068,65 +826,4 @@ pub fn select_series(client: &mut Client, matchers: &[Matcher]) -> Result<Vec<Se
         out.push((id, names.into_iter().zip(vals).collect()));
     }
     Ok(out)
-}
-
-/// Calls `on_row(series id, ms, value)` for each sample of the given series in
-/// `[start_ms, end_ms]`, ordered by series then time, as rows arrive from PostgreSQL; the
-/// value's bits are as stored. Stops once more than `max_rows` have arrived and returns
-/// `Ok(false)`: the rest is never buffered, but is still in flight on the connection, so the
-/// caller must not reuse it.
-pub fn stream_samples(
-    client: &mut Client,
-    series_ids: &[i64],
-    start_ms: i64,
-    end_ms: i64,
-    max_rows: usize,
-    mut on_row: impl FnMut(i64, i64, f64),
-) -> Result<bool> {
-    use postgres::fallible_iterator::FallibleIterator;
-    let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&series_ids, &start_ms, &end_ms];
-    let mut rows = client.query_raw(
-        "SELECT series_id, time, value FROM promgres.samples
-          WHERE series_id = ANY($1)
-            AND time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
-            AND time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
-          ORDER BY series_id, time",
-        params,
-    )?;
-    let mut seen = 0usize;
-    while let Some(row) = rows.next()? {
-        seen += 1;
-        if seen > max_rows {
-            return Ok(false);
-        }
-        let time: std::time::SystemTime = row.try_get(1)?;
-        let ms = match time.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-        };
-        on_row(row.try_get(0)?, ms, row.try_get(2)?);
-    }
-    Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_encoding_keeps_nan_payload_and_converts_epoch() {
-        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
-        let buf = encode_copy(&[SampleRow {
-            series_id: 7,
-            timestamp_ms: PG_EPOCH_MS + 1,
-            value: stale,
-        }]);
-        assert_eq!(&buf[..11], b"PGCOPY\n\xff\r\n\0");
-        let row = &buf[19..];
-        assert_eq!(&row[0..2], &3i16.to_be_bytes());
-        assert_eq!(&row[6..14], &7i64.to_be_bytes());
-        assert_eq!(&row[18..26], &1000i64.to_be_bytes());
-        assert_eq!(&row[30..38], &0x7ff0_0000_0000_0002u64.to_be_bytes());
-        assert_eq!(&buf[buf.len() - 2..], &(-1i16).to_be_bytes());
-    }
 }

@@ -8,11 +8,12 @@
 
 use crate::advisory::LockFence;
 use crate::decode::{LabelSet, Metadata, SeriesSamples};
+use crate::engine::head::{self, InsertPath, SampleRow};
 use crate::metrics::Metrics;
 use crate::pg_session::{self, SessionBounds};
 use crate::queue::{Committed, FencedGroup, Job, Outcome};
 use crate::series_cache::{SeriesCache, SeriesKey};
-use crate::store::{self, InsertPath, SampleRow, StoreError};
+use crate::store::{self, StoreError};
 use crossbeam_channel::Receiver;
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
@@ -36,6 +37,9 @@ pub struct Shared {
     /// leader's buffered samples) go when their replica lost the lease before commit, to be
     /// routed again with the new lease instead of dropped.
     pub reroute: std::sync::OnceLock<crossbeam_channel::Sender<FencedGroup>>,
+    /// The database clock, which says which samples are old enough that compaction may
+    /// have folded their window (unset: every sample is checked against chunks).
+    pub db_clock: std::sync::OnceLock<Arc<crate::clock::DbClock>>,
 }
 
 impl Shared {
@@ -46,6 +50,7 @@ impl Shared {
             partitions: Mutex::new(HashSet::new()),
             metrics,
             reroute: std::sync::OnceLock::new(),
+            db_clock: std::sync::OnceLock::new(),
         }
     }
 }
@@ -373,7 +378,7 @@ struct Rows {
 }
 
 impl Rows {
-    fn job_holds(&self, job: usize, verdicts: &store::Verdicts) -> bool {
+    fn job_holds(&self, job: usize, verdicts: &head::Verdicts) -> bool {
         self.lock_of[job].is_none_or(|l| verdicts.locks.get(l).copied().unwrap_or(false))
     }
 
@@ -383,7 +388,7 @@ impl Rows {
     /// with asynchronous acks as with synchronous ones. In key order, index pages are touched
     /// in sequence, and two writers holding overlapping rows (a re-send racing its original)
     /// lock them in the same order, so cannot deadlock.
-    fn chosen(&self, verdicts: &store::Verdicts) -> Vec<SampleRow> {
+    fn chosen(&self, verdicts: &head::Verdicts) -> Vec<SampleRow> {
         let mut rows = Vec::new();
         for (j, plain) in self.plain.iter().enumerate() {
             if !self.job_holds(j, verdicts) {
@@ -440,7 +445,7 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
     // Read before resolving: ids resolved from here on are valid in this generation or later.
     let generation = shared.series.generation();
     let resolved = resolve_ids(client, shared, &all, generation)?;
-    let series = store::SeriesIds {
+    let series = head::SeriesIds {
         generation,
         ids: &resolved,
     };
@@ -480,12 +485,12 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
             })
         }));
     }
-    let fences: Vec<store::Fence> = rows
+    let fences: Vec<head::Fence> = rows
         .groups
         .iter()
         .map(|(j, g, group_rows)| {
             let group = &jobs[*j].fenced[*g];
-            store::Fence {
+            head::Fence {
                 cluster: &group.cluster,
                 replica: &group.replica,
                 min_ms: group_rows
@@ -503,14 +508,13 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
         .collect();
     ensure_partitions(client, shared, &days)?;
     // The rows of the last build are the ones committed.
-    let stored = std::cell::Cell::new(0usize);
-    let build = |verdicts: &store::Verdicts| {
-        let chosen = rows.chosen(verdicts);
-        stored.set(chosen.len());
-        store::encode_copy(&chosen)
+    let build = |verdicts: &head::Verdicts| rows.chosen(verdicts);
+    let late_before = crate::engine::late_before_ms(shared.db_clock.get().map(|c| c.now()));
+    let insert = |client: &mut Client| {
+        head::insert_samples(client, series, &locks, &fences, late_before, &build)
     };
-    let (path, verdicts) = match store::insert_samples(client, series, &locks, &fences, &build) {
-        Err(e) if store::is_missing_partition(&e) => {
+    let (path, verdicts, inserted) = match insert(client) {
+        Err(e) if head::is_missing_partition(&e) => {
             // A partition we believed in is gone (dropped by retention or by hand): forget
             // what we knew and try once more.
             shared
@@ -519,14 +523,30 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             ensure_partitions(client, shared, &days)?;
-            store::insert_samples(client, series, &locks, &fences, &build)?
+            insert(client)?
         }
         other => other?,
     };
     if path == InsertPath::Deduplicated {
         shared.metrics.duplicate_fallbacks.add(1);
     }
-    let stored = stored.get();
+    let stored = inserted.stored;
+    if inserted.identical > 0 {
+        shared
+            .metrics
+            .samples_duplicate
+            .add(&["identical"], inserted.identical as u64);
+    }
+    if inserted.conflicting > 0 {
+        shared
+            .metrics
+            .samples_duplicate
+            .add(&["conflicting"], inserted.conflicting as u64);
+        log::info!(
+            "{} samples repeated a stored (series, time) with another value; the first value stays",
+            inserted.conflicting
+        );
+    }
     let mut results: Vec<JobResult> = jobs.iter().map(|_| Ok(Vec::new())).collect();
     for (k, (j, g, _)) in rows.groups.iter().enumerate() {
         if !verdicts.fences.get(k).copied().unwrap_or(false) {

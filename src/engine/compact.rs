@@ -1,0 +1,320 @@
+//! Compaction: folds head rows of closed windows into chunks, one transaction per range of
+//! series ids and day, shared by every instance through a try-lock per range.
+//!
+//! Each transaction (REPEATABLE READ) reads the head rows of its range and slice, merges them
+//! with the chunks they belong to (a late sample rewrites its window's chunk), writes the
+//! chunks, and deletes exactly the rows it read (the same snapshot). A crash or an error at
+//! any point rolls all of it back, so the work is repeated, never lost or doubled; rows
+//! committed after the snapshot stay in the head for the next pass. Ingest never waits for it:
+//! writers insert new keys, which the compactor's deletes do not touch.
+
+use super::chunks::{self, Chunk};
+use super::{window_of, GRACE_MS};
+use crate::store::{Result, StoreError};
+use postgres::{Client, IsolationLevel};
+use std::collections::BTreeMap;
+
+/// Series ids per compaction transaction: at 15 s scrapes a two-hour window of 500 series is
+/// 240,000 samples, a few MiB in memory.
+pub const SERIES_PER_TX: i64 = 500;
+
+/// First key of the per-range try-locks (the second is the range number).
+const COMPACTION_LOCK: i32 = 0x636f_6d70; // "comp"
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The newest instant compaction folds up to, for a database clock reading: the start of
+/// the window that ended at least [`GRACE_MS`] ago.
+pub fn cutoff_ms(db_now_ms: i64) -> i64 {
+    window_of(db_now_ms.saturating_sub(GRACE_MS))
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Head rows folded into chunks (and deleted from the head).
+    pub samples: u64,
+    /// Chunks written; `rewritten` of them replaced a chunk (late samples merged in).
+    pub chunks: u64,
+    pub rewritten: u64,
+    /// Head rows whose time their chunk held already (dropped; the chunk's value stays).
+    pub duplicates: u64,
+    /// Range transactions done, and skipped because another instance held them.
+    pub ranges_done: u64,
+    pub ranges_skipped: u64,
+    /// Range transactions in this pass, for progress output.
+    pub ranges_total: u64,
+}
+
+fn ms_of(time: std::time::SystemTime) -> i64 {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Head partition days that may hold rows older than `cutoff`, oldest first.
+fn head_days(client: &mut Client, cutoff: i64) -> Result<Vec<i32>> {
+    let rows = client.query(
+        "SELECT (to_date(substr(c.relname, 9), 'YYYYMMDD') - DATE '1970-01-01')::int4
+           FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'promgres.samples'::regclass
+            AND c.relname ~ '^samples_[0-9]{8}$'
+            AND NOT i.inhdetachpending
+          ORDER BY 1",
+        &[],
+    )?;
+    let mut days = Vec::new();
+    for row in rows {
+        let day: i32 = row.try_get(0)?;
+        if i64::from(day) * DAY_MS < cutoff {
+            days.push(day);
+        }
+    }
+    Ok(days)
+}
+
+/// One compaction pass over every head row older than `cutoff` (normally
+/// [`cutoff_ms`] of the database clock; a later cutoff is only safe on an idle database, as
+/// writers check for compacted duplicates only below the normal cutoff). `progress` is
+/// called after each range.
+pub fn compact(
+    client: &mut Client,
+    cutoff: i64,
+    progress: &mut dyn FnMut(&CompactionStats),
+) -> Result<CompactionStats> {
+    let mut stats = CompactionStats::default();
+    let row = client.query_one(
+        "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM promgres.series",
+        &[],
+    )?;
+    let (lo, hi): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    if hi < lo {
+        return Ok(stats);
+    }
+    let mut slices = Vec::new();
+    for day in head_days(client, cutoff)? {
+        let from = i64::from(day) * DAY_MS;
+        let to = (from + DAY_MS).min(cutoff);
+        // Skip days with nothing left to fold (the common case for all but the newest).
+        let any: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM promgres.samples
+                   WHERE time >= timestamptz 'epoch' + $1::int8 * interval '1 millisecond'
+                     AND time < timestamptz 'epoch' + $2::int8 * interval '1 millisecond')",
+                &[&from, &to],
+            )?
+            .try_get(0)?;
+        if any {
+            slices.push((from, to));
+        }
+    }
+    let ranges = (hi - lo) / SERIES_PER_TX + 1;
+    stats.ranges_total = ranges as u64 * slices.len() as u64;
+    for (from, to) in slices {
+        for r in 0..ranges {
+            let first = lo + r * SERIES_PER_TX;
+            compact_range(client, first, first + SERIES_PER_TX, from, to, &mut stats)?;
+            progress(&stats);
+        }
+    }
+    Ok(stats)
+}
+
+/// Folds the head rows of series ids `[first, end)` with times in `[from, to)` into chunks,
+/// in one transaction; skipped when another instance holds the range.
+fn compact_range(
+    client: &mut Client,
+    first: i64,
+    end: i64,
+    from: i64,
+    to: i64,
+    stats: &mut CompactionStats,
+) -> Result<()> {
+    use postgres::fallible_iterator::FallibleIterator;
+    // Chunk partitions first, in their own short transactions: creating one takes the
+    // partition-creation lock, which writers creating head partitions also take.
+    let mut day = from.div_euclid(DAY_MS);
+    while day * DAY_MS < to {
+        let d = i32::try_from(day).map_err(|_| StoreError::internal("day out of range"))?;
+        client.execute(
+            "SELECT promgres.ensure_chunk_partition(DATE '1970-01-01' + $1::int4)",
+            &[&d],
+        )?;
+        day += 1;
+    }
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()?;
+    let range_no = i32::try_from(first.div_euclid(SERIES_PER_TX)).unwrap_or(i32::MAX);
+    let locked: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1, $2)",
+            &[&COMPACTION_LOCK, &range_no],
+        )?
+        .try_get(0)?;
+    if !locked {
+        stats.ranges_skipped += 1;
+        return Ok(());
+    }
+    let params: [&(dyn postgres::types::ToSql + Sync); 4] = [&first, &end, &from, &to];
+    let mut rows = tx.query_raw(
+        "SELECT series_id, time, value FROM promgres.samples
+          WHERE series_id >= $1 AND series_id < $2
+            AND time >= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
+            AND time < timestamptz 'epoch' + $4::int8 * interval '1 millisecond'
+          ORDER BY series_id, time",
+        params,
+    )?;
+    let mut groups: BTreeMap<(i64, i64), Vec<(i64, f64)>> = BTreeMap::new();
+    let mut read = 0u64;
+    while let Some(row) = rows.next()? {
+        let series_id: i64 = row.try_get(0)?;
+        let ms = ms_of(row.try_get(1)?);
+        groups
+            .entry((series_id, window_of(ms)))
+            .or_default()
+            .push((ms, row.try_get(2)?));
+        read += 1;
+    }
+    drop(rows);
+    if read == 0 {
+        tx.commit()?;
+        stats.ranges_done += 1;
+        return Ok(());
+    }
+    let keys: Vec<(i64, i64)> = groups.keys().copied().collect();
+    let existing = chunks::fetch(&mut tx, &keys)?;
+    let mut duplicates = 0u64;
+    let mut rewritten = Vec::new();
+    for old in existing {
+        if let Some(head) = groups.get_mut(&(old.series_id, old.window_ms)) {
+            let (merged, dups) = merge(&old.samples, head);
+            duplicates += dups;
+            *head = merged;
+            rewritten.push((old.series_id, old.window_ms));
+        }
+    }
+    if !rewritten.is_empty() {
+        let series: Vec<i64> = rewritten.iter().map(|k| k.0).collect();
+        let windows: Vec<i64> = rewritten.iter().map(|k| k.1).collect();
+        tx.execute(
+            "DELETE FROM promgres.chunks c USING unnest($1::int8[], $2::int8[]) AS k(s, w)
+              WHERE c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
+            &[&series, &windows],
+        )?;
+    }
+    let written: Vec<Chunk> = groups
+        .into_iter()
+        .map(|((series_id, window_ms), samples)| Chunk {
+            series_id,
+            window_ms,
+            samples,
+        })
+        .collect();
+    let data = chunks::encode_copy(&written);
+    let mut writer = tx.copy_in(
+        "COPY promgres.chunks (series_id, start_time, end_time, samples, data, nan_values)
+         FROM STDIN (FORMAT binary)",
+    )?;
+    std::io::Write::write_all(&mut writer, &data)?;
+    writer.finish()?;
+    let deleted = tx.execute(
+        "DELETE FROM promgres.samples
+          WHERE series_id >= $1 AND series_id < $2
+            AND time >= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
+            AND time < timestamptz 'epoch' + $4::int8 * interval '1 millisecond'",
+        &[&first, &end, &from, &to],
+    )?;
+    if deleted != read {
+        // Same snapshot, same predicate: anything else means the rows moved under us.
+        return Err(StoreError::internal(format!(
+            "compaction read {read} head rows but would delete {deleted}; rolled back"
+        )));
+    }
+    tx.commit()?;
+    stats.samples += read - duplicates;
+    stats.duplicates += duplicates;
+    stats.chunks += written.len() as u64;
+    stats.rewritten += rewritten.len() as u64;
+    stats.ranges_done += 1;
+    Ok(())
+}
+
+/// One line of progress: ranges done of total, samples folded, rate, time left.
+pub fn progress_line(stats: &CompactionStats, elapsed: std::time::Duration) -> String {
+    let done = stats.ranges_done + stats.ranges_skipped;
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = stats.samples as f64 / secs;
+    let left = if done == 0 {
+        "unknown".to_string()
+    } else {
+        let per_range = secs / done as f64;
+        format!(
+            "{:.0} s",
+            per_range * stats.ranges_total.saturating_sub(done) as f64
+        )
+    };
+    format!(
+        "{done}/{} ranges, {} samples into {} chunks, {rate:.0} samples/s, time left {left}",
+        stats.ranges_total, stats.samples, stats.chunks
+    )
+}
+
+/// Merges a chunk's samples with head samples (both time-ordered); on an equal time the
+/// chunk's sample stays (it was stored first). Returns the merge and how many head samples
+/// it dropped.
+pub fn merge(chunk: &[(i64, f64)], head: &[(i64, f64)]) -> (Vec<(i64, f64)>, u64) {
+    let mut out = Vec::with_capacity(chunk.len() + head.len());
+    let (mut i, mut j, mut dropped) = (0, 0, 0u64);
+    while i < chunk.len() || j < head.len() {
+        match (chunk.get(i), head.get(j)) {
+            (Some(c), Some(h)) if c.0 == h.0 => {
+                out.push(*c);
+                i += 1;
+                j += 1;
+                dropped += 1;
+            }
+            (Some(c), Some(h)) if c.0 < h.0 => {
+                out.push(*c);
+                i += 1;
+            }
+            (Some(_), Some(h)) | (None, Some(h)) => {
+                out.push(*h);
+                j += 1;
+            }
+            (Some(c), None) => {
+                out.push(*c);
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (out, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_keeps_the_chunk_value_on_equal_times() {
+        let chunk = [(10, 1.0), (30, 3.0)];
+        let head = [(5, 0.5), (10, 9.0), (20, 2.0), (40, 4.0)];
+        let (m, dropped) = merge(&chunk, &head);
+        assert_eq!(
+            m,
+            vec![(5, 0.5), (10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]
+        );
+        assert_eq!(dropped, 1);
+    }
+
+    #[test]
+    fn cutoff_is_a_window_start_at_least_the_grace_behind() {
+        let w = super::super::WINDOW_MS;
+        assert_eq!(cutoff_ms(10 * w + GRACE_MS), 10 * w);
+        assert_eq!(cutoff_ms(10 * w + GRACE_MS - 1), 9 * w);
+    }
+}

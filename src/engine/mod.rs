@@ -1,0 +1,52 @@
+//! The storage engine: where a sample lives from its commit on, and the only code that
+//! reads samples back or moves them.
+//!
+//! A committed sample first lives in the head (`promgres.samples`, a row per sample, the
+//! primary key deciding exactly-once). Compaction folds head rows whose two-hour window
+//! closed more than [`GRACE_MS`] ago into one chunk per (series, window) in
+//! `promgres.chunks` (a Prometheus XOR chunk, about 1-2 bytes a sample), deleting the rows
+//! in the same transaction. A (series, time) is therefore in the head or in a chunk, never
+//! both: the insert transaction removes the rare late sample whose chunk already holds its
+//! time ([`drop_compacted_duplicates`]). Reads merge chunks and head rows ([`read`]).
+//! ARCHITECTURE.md ("Storage engine") has the crash points and the invariants.
+
+pub mod chunks;
+pub mod compact;
+pub mod head;
+pub mod read;
+
+pub use compact::{compact, cutoff_ms, CompactionStats};
+pub use read::stream_samples;
+
+/// Chunks cover aligned windows of this length (like Prometheus's two-hour blocks): at a
+/// 15 s scrape interval a chunk holds 480 samples, so the row and index cost of a chunk is
+/// a fraction of a byte per sample.
+pub const WINDOW_MS: i64 = 2 * 3600 * 1000;
+
+/// A window is compacted once it ended this long ago (by the database clock): senders a
+/// few minutes behind still land in the head, not in a chunk rewrite.
+pub const GRACE_MS: i64 = 10 * 60 * 1000;
+
+/// Milliseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
+pub(crate) const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+/// The start of the window holding `ms`.
+pub fn window_of(ms: i64) -> i64 {
+    ms.div_euclid(WINDOW_MS) * WINDOW_MS
+}
+
+pub use chunks::drop_compacted_duplicates;
+
+/// How far the database clock estimate may be off before a writer could miss a compacted
+/// window (the estimate is re-read every few seconds).
+const LATE_MARGIN_MS: i64 = 5 * 60 * 1000;
+
+/// Samples older than this may belong to a compacted window, so an insert checks them
+/// against chunks: the compaction cutoff a little after the database clock's estimate, or
+/// every sample when there is no trusted estimate.
+pub fn late_before_ms(db_now: Option<crate::clock::DbNow>) -> i64 {
+    match db_now {
+        Some(now) if now.trusted => cutoff_ms(now.ms.saturating_add(LATE_MARGIN_MS)),
+        _ => i64::MAX,
+    }
+}

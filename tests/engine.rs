@@ -1,0 +1,358 @@
+//! The storage engine: compaction folds head rows of closed windows into chunks, and every
+//! promise holds across it: bit-exact values (NaN payloads, -0.0) in SQL and in reads, one
+//! sample per (series, time) however resends, late samples and compaction interleave, the
+//! first value wins and conflicts are counted, a compaction killed mid-way loses nothing,
+//! and a database written before chunks existed stays readable and compacts.
+
+mod common;
+
+use common::*;
+use promgres::engine;
+use promgres::proto::WriteRequest;
+use std::time::Duration;
+
+const STALE: u64 = 0x7ff0_0000_0000_0002;
+const MIN: i64 = 60_000;
+
+fn db_now(c: &mut postgres::Client) -> i64 {
+    promgres::store::database_clock_ms(c).expect("db clock")
+}
+
+fn compact(c: &mut postgres::Client) -> engine::CompactionStats {
+    let cutoff = engine::cutoff_ms(db_now(c));
+    engine::compact(c, cutoff, &mut |_| {}).expect("compaction pass")
+}
+
+/// Every sample SQL shows: (series id, ms, bits), ordered.
+fn sql_samples(c: &mut postgres::Client) -> Vec<(i64, i64, u64)> {
+    c.query(
+        "SELECT series_id, (extract(epoch FROM time) * 1000)::int8, value
+           FROM prom_samples ORDER BY 1, 2",
+        &[],
+    )
+    .expect("prom_samples")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get::<_, f64>(2).to_bits()))
+    .collect()
+}
+
+/// Every sample the engine's reader returns for all series over all time.
+fn read_samples(c: &mut postgres::Client) -> Vec<(i64, i64, u64)> {
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM promgres.series ORDER BY id", &[])
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    let complete = engine::stream_samples(c, &ids, 0, 4_000_000_000_000, usize::MAX, |s, t, v| {
+        out.push((s, t, v.to_bits()))
+    })
+    .expect("read");
+    assert!(complete);
+    out
+}
+
+fn head_rows(c: &mut postgres::Client) -> i64 {
+    count(c, "SELECT count(*) FROM promgres.samples")
+}
+
+fn no_time_twice(samples: &[(i64, i64, u64)]) {
+    for w in samples.windows(2) {
+        assert!(
+            (w[0].0, w[0].1) < (w[1].0, w[1].1),
+            "a (series, time) shown twice or out of order: {w:?}"
+        );
+    }
+}
+
+/// Two series over about 2.5 hours ending 3 hours ago (so two windows are closed), with the
+/// values a store must not bend: stale markers, -0.0, infinities, subnormals.
+fn history(start: i64) -> WriteRequest {
+    let special = [
+        f64::from_bits(STALE),
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::from_bits(1),
+        f64::MIN_POSITIVE,
+        f64::MAX,
+        0.1 + 0.2,
+    ];
+    let a: Vec<(i64, f64)> = (0..600)
+        .map(|k| (start + k * 15_000, k as f64 * 1.5))
+        .collect();
+    let b: Vec<(i64, f64)> = (0..600)
+        .map(|k| {
+            let v = special[(k % special.len() as i64) as usize];
+            (start + k * 15_000 + 7, v)
+        })
+        .collect();
+    write_request(vec![
+        series(&[("__name__", "engine_counter"), ("job", "a")], &a),
+        series(&[("__name__", "engine_special"), ("job", "b")], &b),
+    ])
+}
+
+#[test]
+fn compaction_keeps_every_sample_bit_exact_in_sql_and_reads() {
+    let run = Running::start("engine_exact");
+    let mut c = run.db.client();
+    let start = db_now(&mut c) - 330 * MIN;
+    let reply = run.write(&history(start));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let before = sql_samples(&mut c);
+    assert_eq!(before.len(), 1200);
+    assert_eq!(read_samples(&mut c), before);
+
+    let stats = compact(&mut c);
+    assert!(stats.chunks >= 2, "{stats:?}");
+    assert_eq!(
+        head_rows(&mut c),
+        1200 - stats.samples as i64,
+        "{stats:?}: folded rows left the head"
+    );
+    assert!(
+        count(&mut c, "SELECT count(*) FROM promgres.chunks") >= 2,
+        "chunks written"
+    );
+    let after = sql_samples(&mut c);
+    assert_eq!(after, before, "SQL decodes chunks bit-exact");
+    assert_eq!(
+        read_samples(&mut c),
+        before,
+        "reads decode chunks bit-exact"
+    );
+    no_time_twice(&after);
+    // The metric views read chunks too, and the range function agrees with the view.
+    let in_view = count(&mut c, "SELECT count(*) FROM prom_metric.engine_special");
+    assert_eq!(in_view, 600);
+    let stale_in_sql = count(
+        &mut c,
+        "SELECT count(*) FROM prom_metric.engine_special
+          WHERE float8send(value) = '\\x7ff0000000000002'::bytea",
+    );
+    assert_eq!(stale_in_sql, 75, "stale markers keep their payload in SQL");
+    let neg_zero = count(
+        &mut c,
+        "SELECT count(*) FROM prom_metric.engine_special WHERE float8send(value) = float8send('-0'::float8)",
+    );
+    assert_eq!(neg_zero, 75, "-0.0 stays -0.0");
+    let between = count(
+        &mut c,
+        &format!(
+            "SELECT count(*) FROM prom_samples_between(
+                 timestamptz 'epoch' + {} * interval '1 ms', timestamptz 'epoch' + {} * interval '1 ms')",
+            start + 100 * 15_000,
+            start + 499 * 15_000
+        ),
+    );
+    assert_eq!(
+        between,
+        2 * 400 - 1,
+        "range function: both series, bounds inclusive"
+    );
+    // A second pass finds nothing new.
+    let again = compact(&mut c);
+    assert_eq!((again.samples, again.chunks), (0, 0), "{again:?}");
+}
+
+#[test]
+fn resends_late_samples_and_conflicts_after_compaction_are_stored_once() {
+    let run = Running::start("engine_once");
+    let mut c = run.db.client();
+    let start = db_now(&mut c) - 330 * MIN;
+    let request = history(start);
+    assert_eq!(run.write(&request).status, 204);
+    let folded = compact(&mut c);
+    let before = sql_samples(&mut c);
+
+    // The same request again (a retry after a lost 2xx): nothing new anywhere.
+    let reply = run.write(&request);
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(sql_samples(&mut c), before, "a resend changes nothing");
+    assert_eq!(head_rows(&mut c), 1200 - folded.samples as i64);
+    let metrics = get(run.addr, "/metrics").body;
+    let identical = metric_value(
+        &metrics,
+        "promgres_samples_duplicate_total{kind=\"identical\"}",
+    );
+    assert_eq!(identical, 1200.0, "resends counted apart");
+    let stored = metric_value(&metrics, "promgres_samples_stored_total");
+    assert_eq!(stored, 1200.0, "resends are not counted as stored");
+
+    // Another value for a compacted time: the first stays, the conflict is counted.
+    let t = start + 10 * 15_000;
+    let conflict = write_request(vec![series(
+        &[("__name__", "engine_counter"), ("job", "a")],
+        &[(t, 12345.0)],
+    )]);
+    assert_eq!(run.write(&conflict).status, 204);
+    assert_eq!(sql_samples(&mut c), before, "first value wins");
+    let metrics = get(run.addr, "/metrics").body;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "promgres_samples_duplicate_total{kind=\"conflicting\"}"
+        ),
+        1.0
+    );
+
+    // A late sample between two compacted ones: stored, in order, and folded next pass.
+    let late = write_request(vec![series(
+        &[("__name__", "engine_counter"), ("job", "a")],
+        &[(t + 5_000, -7.25)],
+    )]);
+    assert_eq!(run.write(&late).status, 204);
+    let with_late = sql_samples(&mut c);
+    assert_eq!(with_late.len(), 1201);
+    no_time_twice(&with_late);
+    let merged = compact(&mut c);
+    assert_eq!(
+        merged.rewritten, 1,
+        "{merged:?}: the late sample rewrote its chunk"
+    );
+    assert_eq!(sql_samples(&mut c), with_late);
+    assert_eq!(read_samples(&mut c), with_late);
+}
+
+#[test]
+fn compaction_racing_resends_and_a_killed_pass_never_lose_or_double() {
+    let run = Running::start("engine_race");
+    let mut c = run.db.client();
+    let start = db_now(&mut c) - 330 * MIN;
+    let request = history(start);
+    assert_eq!(run.write(&request).status, 204);
+    let expected = sql_samples(&mut c);
+    let uri = run.db.uri();
+
+    // A pass killed mid-way (its backend terminated) rolls back: nothing lost or doubled.
+    let mut victim = postgres::Client::connect(&uri, postgres::NoTls).expect("connect");
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("pid")
+        .get(0);
+    let killer = std::thread::spawn({
+        let uri = uri.clone();
+        move || {
+            let mut k = postgres::Client::connect(&uri, postgres::NoTls).expect("connect");
+            std::thread::sleep(Duration::from_millis(5));
+            k.execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .expect("terminate");
+        }
+    });
+    let cutoff = engine::cutoff_ms(db_now(&mut c));
+    let _ = engine::compact(&mut victim, cutoff, &mut |_| {});
+    killer.join().expect("killer");
+    let after_kill = sql_samples(&mut c);
+    assert_eq!(
+        after_kill, expected,
+        "a killed pass loses and doubles nothing"
+    );
+
+    // Resends of the whole history race compaction passes on another connection.
+    let compactor = std::thread::spawn({
+        let uri = uri.clone();
+        move || {
+            let mut k = postgres::Client::connect(&uri, postgres::NoTls).expect("connect");
+            for _ in 0..20 {
+                let now = promgres::store::database_clock_ms(&mut k).expect("clock");
+                // Serialization failures against a racing writer are expected: retried.
+                let _ = engine::compact(&mut k, engine::cutoff_ms(now), &mut |_| {});
+            }
+        }
+    });
+    for _ in 0..20 {
+        let reply = run.write(&request);
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        let seen = sql_samples(&mut c);
+        assert_eq!(
+            seen, expected,
+            "no (series, time) visible twice, none missing"
+        );
+    }
+    compactor.join().expect("compactor");
+    compact(&mut c);
+    assert_eq!(sql_samples(&mut c), expected);
+    assert_eq!(read_samples(&mut c), expected);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM promgres.samples WHERE time < now() - interval '3 hours'"
+        ),
+        0,
+        "everything closed is folded"
+    );
+}
+
+#[test]
+fn a_database_written_before_chunks_stays_readable_and_compacts() {
+    let db = TestDb::new("engine_upgrade");
+    let mut c = db.client();
+    // The schema as the previous release left it (migrations 1-6), with its rows.
+    for (v, file) in [
+        (1, "0001_init"),
+        (2, "0002_ha"),
+        (3, "0003_series_generation"),
+        (4, "0004_advisory_tenure"),
+        (5, "0005_series_removals"),
+        (6, "0006_handover_not_in_future"),
+    ] {
+        let sql = std::fs::read_to_string(format!(
+            "{}/migrations/{file}.sql",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("migration file");
+        c.batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS promgres;
+             CREATE TABLE IF NOT EXISTS promgres.schema_migrations (
+                 version integer PRIMARY KEY, name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .expect("migrations table");
+        c.batch_execute(&sql).expect("old migration");
+        c.execute(
+            "INSERT INTO promgres.schema_migrations (version, name) VALUES ($1, $2)",
+            &[&v, &file],
+        )
+        .expect("record");
+    }
+    let now = db_now(&mut c);
+    let day = (now - 330 * MIN).div_euclid(86_400_000) as i32;
+    promgres::store::ensure_partitions(&mut c, &[day - 1, day, day + 1]).expect("partitions");
+    c.batch_execute(
+        "INSERT INTO promgres.series (metric, labels, labels_hash)
+             VALUES ('old_metric', '{\"__name__\": \"old_metric\"}', '\\x01');
+         SELECT promgres.ensure_metric_view('old_metric');",
+    )
+    .expect("series");
+    c.execute(
+        "INSERT INTO promgres.samples
+         SELECT s.id, now() - interval '330 minutes' + k * interval '15 seconds', k
+           FROM promgres.series s, generate_series(0, 599) k",
+        &[],
+    )
+    .expect("old rows");
+    let before = sql_samples(&mut c);
+    assert_eq!(before.len(), 600);
+
+    promgres::server::migrate(&db.config()).expect("migrate to chunks");
+    assert_eq!(
+        sql_samples(&mut c),
+        before,
+        "readable right after the upgrade"
+    );
+    let stats = compact(&mut c);
+    assert!(stats.samples > 0, "{stats:?}");
+    assert_eq!(sql_samples(&mut c), before, "readable after compaction");
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM prom_metric.old_metric"),
+        600
+    );
+}
+
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}

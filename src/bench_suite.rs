@@ -659,6 +659,108 @@ fn bench_reads(admin: &str, results: &mut Results, quick: bool) -> Result<(), St
     Ok(())
 }
 
+fn database_bytes(c: &mut postgres::Client) -> Result<i64, String> {
+    c.query_one("SELECT pg_database_size(current_database())", &[])
+        .map_err(|e| StoreError::from(e).to_string())?
+        .try_get(0)
+        .map_err(|e| StoreError::from(e).to_string())
+}
+
+/// Ingests a load that ends more than two hours ago (its windows are closed), measures the
+/// database's growth per sample with every sample in head rows, then runs compaction (timed,
+/// with PostgreSQL's and this process's CPU) and VACUUM, and measures again.
+fn bench_storage(admin: &str, results: &mut Results, quick: bool) -> Result<(), String> {
+    let (series, scrapes) = if quick { (2_000, 240) } else { (5_000, 720) };
+    let mut w = workload(series, scrapes, 500);
+    // Three hours of data ending 2 h 15 min ago: two-hour windows that closed.
+    w.start_ms = now_ms() - 135 * 60_000 - scrapes as i64 * w.scrape_interval_ms;
+    let db = Database::create(admin, "storage")?;
+    let mut c = db.client()?;
+    let server = Server::start(&db, &[])?;
+    let empty = database_bytes(&mut c)?;
+    let (bodies, counts) = prepare(&w);
+    let report = loadgen::send_all(server.addr, &bodies, &counts, 4);
+    if report.non_2xx() > 0 || report.transport_errors > 0 {
+        return Err(format!("non-2xx answers: {}", report.text()));
+    }
+    let samples = (series * scrapes) as f64;
+    c.batch_execute("VACUUM ANALYZE")
+        .map_err(|e| StoreError::from(e).to_string())?;
+    let head = database_bytes(&mut c)? - empty;
+    let pg_before = postgres_cpu_seconds();
+    let cpu_before = cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let cutoff = crate::engine::cutoff_ms(
+        crate::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
+    );
+    let stats = crate::engine::compact(&mut c, cutoff, &mut |_| {}).map_err(|e| e.to_string())?;
+    let took = started.elapsed().as_secs_f64();
+    let compact_cpu = cpu_seconds(std::process::id()) - cpu_before;
+    let pg_cpu = postgres_cpu_seconds() - pg_before;
+    crate::engine::compact::reclaim_head(&mut c).map_err(|e| e.to_string())?;
+    c.batch_execute("VACUUM ANALYZE")
+        .map_err(|e| StoreError::from(e).to_string())?;
+    let compacted = database_bytes(&mut c)? - empty;
+    let chunk_bytes: i64 = c
+        .query_one(
+            "SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::int8
+               FROM pg_inherits i WHERE i.inhparent = 'promgres.chunks'::regclass",
+            &[],
+        )
+        .map_err(|e| StoreError::from(e).to_string())?
+        .get(0);
+    let sql_rate = {
+        let t = Instant::now();
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM prom_samples", &[])
+            .map_err(|e| StoreError::from(e).to_string())?
+            .get(0);
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    results.add(
+        &format!(
+            "bytes on disk per sample, head rows ({}k series x {scrapes}, database growth)",
+            series / 1000
+        ),
+        format!("{:.1}", head as f64 / samples),
+        format!("{:.2}", head as f64 / samples),
+    );
+    results.add(
+        "bytes on disk per sample after compaction + VACUUM (database growth)",
+        format!("{:.2}", compacted as f64 / samples),
+        format!("{:.3}", compacted as f64 / samples),
+    );
+    results.add(
+        "bytes per sample in chunk partitions alone (rows + index)",
+        format!("{:.2}", chunk_bytes as f64 / samples),
+        format!("{:.3}", chunk_bytes as f64 / samples),
+    );
+    results.add(
+        "compaction rate (samples/s) and CPU s per million samples (promgres / PostgreSQL)",
+        format!(
+            "{:.0} ({:.2} / {:.2}); {} samples, {} chunks",
+            stats.samples as f64 / took,
+            compact_cpu / samples * 1e6,
+            pg_cpu / samples * 1e6,
+            stats.samples,
+            stats.chunks
+        ),
+        format!("{:.0}", stats.samples as f64 / took),
+    );
+    results.add(
+        "SQL view prom_samples over chunks (samples/s, PL/pgSQL decoder)",
+        format!("{sql_rate:.0}"),
+        format!("{sql_rate:.0}"),
+    );
+    if stats.samples as f64 != samples {
+        return Err(format!(
+            "compaction folded {} of {samples} samples",
+            stats.samples
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the whole suite; prints as it goes, then a table, and writes the JSON file.
 pub fn run(options: &SuiteOptions) -> Result<(), String> {
     let mut results = Results { rows: Vec::new() };
@@ -668,6 +770,12 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
         "promgres benchmark suite ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // PROMGRES_BENCH_ONLY=storage runs the storage-engine section alone.
+    if std::env::var("PROMGRES_BENCH_ONLY").as_deref() == Ok("storage") {
+        bench_storage(admin, &mut results, quick)?;
+        println!("\n| measurement | value |\n|---|---|\n{}", results.text());
+        return Ok(());
+    }
     println!("1. decode without the database");
     bench_decode(&mut results, quick);
 
@@ -811,6 +919,9 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
 
     println!("7. remote read");
     bench_reads(admin, &mut results, quick)?;
+
+    println!("8. storage engine: bytes on disk per sample, head rows vs compacted chunks");
+    bench_storage(admin, &mut results, quick)?;
 
     println!("\n| measurement | value |\n|---|---|\n{}", results.text());
     std::fs::write(&options.json_path, results.json())

@@ -682,6 +682,16 @@ impl CompactionSchedule {
                     .compaction_behind_seconds
                     .set((clock.now().ms - cutoff) / 1000);
                 if stats.samples > 0 {
+                    match db.with_client(engine::compact::reclaim_head) {
+                        Ok(r) if !r.is_empty() => {
+                            log::info!(
+                                "compaction: reclaimed emptied head partitions {}",
+                                r.join(", ")
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(e) => log::warn!("compaction: cannot reclaim head partitions: {e}"),
+                    }
                     log::info!(
                         "compaction: folded {} samples into {} chunks ({} rewritten, {} duplicates dropped) in {:.1?}",
                         stats.samples, stats.chunks, stats.rewritten, stats.duplicates, started.elapsed()

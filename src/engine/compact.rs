@@ -243,6 +243,39 @@ fn compact_range(
     Ok(())
 }
 
+/// Gives back the space of head partitions compaction emptied: VACUUM truncates their
+/// heap, but a B-tree keeps its size, so an emptied partition's primary-key index is rebuilt
+/// (REINDEX CONCURRENTLY: writers go on; a late sample arriving meanwhile is indexed as
+/// usual). Outside any transaction. Returns the partitions it reclaimed.
+pub fn reclaim_head(client: &mut Client) -> Result<Vec<String>> {
+    let rows = client.query(
+        "SELECT c.relname FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'promgres.samples'::regclass
+            AND c.relname ~ '^samples_[0-9]{8}$'
+            AND NOT i.inhdetachpending
+            AND pg_indexes_size(c.oid) > 1048576
+          ORDER BY 1",
+        &[],
+    )?;
+    let mut reclaimed = Vec::new();
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        // Names come from pg_class and match samples_[0-9]{8}: safe to quote.
+        let table = format!("promgres_partitions.\"{name}\"");
+        let empty: bool = client
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {table})"), &[])?
+            .try_get(0)?;
+        if !empty {
+            continue;
+        }
+        client.batch_execute(&format!("VACUUM {table}"))?;
+        client.batch_execute(&format!("REINDEX TABLE CONCURRENTLY {table}"))?;
+        reclaimed.push(name);
+    }
+    Ok(reclaimed)
+}
+
 /// One line of progress: ranges done of total, samples folded, rate, time left.
 pub fn progress_line(stats: &CompactionStats, elapsed: std::time::Duration) -> String {
     let done = stats.ranges_done + stats.ranges_skipped;

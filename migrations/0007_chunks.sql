@@ -2,8 +2,9 @@
 --
 -- promgres.samples (one row per sample) becomes the head: where a sample lives from its
 -- commit until compaction folds it into its series' chunk for a two-hour window. A chunk is
--- one row per (series, window) holding a Prometheus XOR ("Gorilla") chunk, about 1-2 bytes
--- a sample instead of about 90 for a row and its primary-key entry. ARCHITECTURE.md
+-- one row per (series, window) holding its samples compressed (src/engine/codec.rs:
+-- delta-of-delta times, decimal or XOR values), a few bits a sample instead of about 90
+-- bytes for a row and its primary-key entry. ARCHITECTURE.md
 -- ("Storage engine") has the design and its crash points.
 --
 -- A database written by an earlier release needs nothing else: its rows are head rows, and
@@ -16,7 +17,7 @@ CREATE TABLE promgres.chunks (
     -- Its newest sample: reads skip chunks that end before their range.
     end_time   timestamptz      NOT NULL,
     samples    integer          NOT NULL,
-    -- A Prometheus XOR chunk: big-endian u16 sample count, then the bit stream.
+    -- The samples, encoded as src/engine/codec.rs says.
     data       bytea            NOT NULL,
     -- The values of the chunk's NaN samples, bit-exact, in time order. SQL cannot build a
     -- NaN with a chosen payload (a stale marker) from bits; the SQL decoder takes them from
@@ -24,7 +25,7 @@ CREATE TABLE promgres.chunks (
     nan_values double precision[],
     PRIMARY KEY (series_id, start_time)
 ) PARTITION BY RANGE (start_time);
--- XOR chunks do not compress further; do not let TOAST try.
+-- Encoded chunks do not compress further; do not let TOAST try.
 ALTER TABLE promgres.chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 
 -- Creates the partition of `parent` (promgres.samples or promgres.chunks) holding day `day`
@@ -110,107 +111,135 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
     END
 $$;
 
+-- A value of the chunk encoding's bucketed codes at bit `pos`: `0` is zero; otherwise a
+-- prefix of ones (ended by a zero, none after the fourth) picks a width b1..b4 and that many
+-- bits follow, two's complement. Returns the value and the position after it.
+CREATE FUNCTION promgres.chunk_bucketed(data bytea, pos bigint, b1 integer, b2 integer,
+                                        b3 integer, b4 integer, OUT v bigint, OUT next_pos bigint)
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    prefix integer := 0;
+    n integer;
+BEGIN
+    LOOP
+        EXIT WHEN prefix = 4;
+        IF get_bit(data, ((pos & ~7::bigint) + 7 - (pos & 7))::integer) = 0 THEN
+            pos := pos + 1;
+            EXIT;
+        END IF;
+        pos := pos + 1;
+        prefix := prefix + 1;
+    END LOOP;
+    IF prefix = 0 THEN
+        v := 0;
+        next_pos := pos;
+        RETURN;
+    END IF;
+    n := (ARRAY[b1, b2, b3, b4])[prefix];
+    v := promgres.chunk_bits(data, pos, n);
+    IF n < 64 AND v >= (1::bigint << (n - 1)) THEN
+        v := v - (1::bigint << n);
+    END IF;
+    next_pos := pos + n;
+END
+$$;
+
 -- Decodes one chunk into its samples, in time order, bit-exact (NaN payloads from
--- nan_values). The same format as Prometheus's tsdb/chunkenc/xor.go; promgres's own reads
--- decode chunks in Rust, this is for plain SQL.
+-- nan_values). The format is src/engine/codec.rs's (its comment has the layout); promgres's
+-- own reads decode in Rust, this is for plain SQL. Change both together.
 CREATE FUNCTION promgres.chunk_samples(data bytea, nan_values double precision[])
 RETURNS TABLE (sample_time timestamptz, sample_value double precision)
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
+    pow10 double precision[] := '{1e0,1e1,1e2,1e3,1e4,1e5,1e6,1e7,1e8,1e9,1e10,1e11,1e12,1e13,1e14,1e15,1e16,1e17,1e18,1e19,1e20,1e21,1e22}';
     total integer;
-    pos bigint := 16;
-    ts bigint := 0;
+    pos bigint := 17;
+    is_decimal boolean;
+    ts bigint;
+    gap bigint;
+    code bigint;
+    e integer := 0;
+    second_order boolean := false;
+    m0 bigint := 0;
+    step bigint := 1;
+    reduced bigint := 0;
     delta bigint := 0;
-    dod bigint;
+    m bigint;
     vbits bigint := 0;
     lead_zeros integer := 0;
     trail_zeros integer := 0;
-    sig integer;
-    size integer;
-    x bigint;
-    b bigint;
-    shift integer;
+    len integer;
     nan_index integer := 0;
     i integer;
 BEGIN
-    IF data IS NULL OR octet_length(data) < 2 THEN
+    IF data IS NULL OR octet_length(data) < 3 THEN
         RETURN;
     END IF;
-    total := (get_byte(data, 0) << 8) | get_byte(data, 1);
+    total := promgres.chunk_bits(data, 0, 16)::integer;
+    is_decimal := promgres.chunk_bits(data, 16, 1) = 1;
+    ts := promgres.chunk_bits(data, pos, 64);
+    gap := promgres.chunk_bits(data, pos + 64, 64);
+    pos := pos + 128;
+    IF is_decimal THEN
+        e := promgres.chunk_bits(data, pos, 11)::integer - 1024;
+        second_order := promgres.chunk_bits(data, pos + 11, 1) = 1;
+        m0 := promgres.chunk_bits(data, pos + 12, 64);
+        step := promgres.chunk_bits(data, pos + 76, 64);
+        pos := pos + 140;
+    END IF;
     FOR i IN 0 .. total - 1 LOOP
-        IF i < 2 THEN
-            -- Varint (first time, zig-zag) or uvarint (first delta), byte by byte.
-            x := 0;
-            shift := 0;
-            LOOP
-                b := promgres.chunk_bits(data, pos, 8);
-                pos := pos + 8;
-                x := x | ((b & 127) << shift);
-                shift := shift + 7;
-                EXIT WHEN b < 128;
-            END LOOP;
-            IF i = 0 THEN
-                ts := (x >> 1) # (-(x & 1));
-                vbits := promgres.chunk_bits(data, pos, 64);
-                pos := pos + 64;
-            ELSE
-                delta := x;
-                ts := ts + delta;
-            END IF;
-        ELSE
-            -- Delta of delta: 0, 10 + 14 bits, 110 + 17, 1110 + 20, 1111 + 64.
-            size := 0;
-            IF get_bit(data, ((pos & ~7::bigint) + 7 - (pos & 7))::integer) = 1 THEN
-                IF promgres.chunk_bits(data, pos + 1, 1) = 0 THEN
-                    size := 14; pos := pos + 2;
-                ELSIF promgres.chunk_bits(data, pos + 2, 1) = 0 THEN
-                    size := 17; pos := pos + 3;
-                ELSIF promgres.chunk_bits(data, pos + 3, 1) = 0 THEN
-                    size := 20; pos := pos + 4;
-                ELSE
-                    size := 64; pos := pos + 4;
-                END IF;
-            ELSE
-                pos := pos + 1;
-            END IF;
-            IF size > 0 THEN
-                dod := promgres.chunk_bits(data, pos, size);
-                pos := pos + size;
-                IF size < 64 AND dod > (1::bigint << (size - 1)) THEN
-                    dod := dod - (1::bigint << size);
-                END IF;
-                delta := delta + dod;
-            END IF;
-            ts := ts + delta;
-        END IF;
         IF i > 0 THEN
-            -- XOR value: 0 = same; 10 = within the previous lead_zeros/trail_zeros window;
-            -- 11 = 5 bits lead_zeros zeros, 6 bits significant length (0 means 64), the bits.
-            IF get_bit(data, ((pos & ~7::bigint) + 7 - (pos & 7))::integer) = 1 THEN
-                IF get_bit(data, (((pos + 1) & ~7::bigint) + 7 - ((pos + 1) & 7))::integer) = 1 THEN
-                    lead_zeros := promgres.chunk_bits(data, pos + 2, 5)::integer;
-                    sig := promgres.chunk_bits(data, pos + 7, 6)::integer;
-                    IF sig = 0 THEN
-                        sig := 64;
-                    END IF;
-                    trail_zeros := 64 - lead_zeros - sig;
-                    pos := pos + 13;
-                ELSE
-                    sig := 64 - lead_zeros - trail_zeros;
-                    pos := pos + 2;
-                END IF;
-                vbits := vbits # (promgres.chunk_bits(data, pos, sig) << trail_zeros);
-                pos := pos + sig;
-            ELSE
-                pos := pos + 1;
-            END IF;
+            SELECT b.v, b.next_pos INTO code, pos FROM promgres.chunk_bucketed(data, pos, 4, 8, 16, 64) b;
+            ts := ts + gap + code;
         END IF;
         sample_time := timestamptz 'epoch' + ts * interval '1 millisecond';
-        IF ((vbits >> 52) & 2047) = 2047 AND (vbits & 4503599627370495) <> 0 THEN
-            nan_index := nan_index + 1;
-            sample_value := coalesce(nan_values[nan_index], 'NaN'::float8);
+        IF is_decimal THEN
+            IF i > 0 THEN
+                SELECT b.v, b.next_pos INTO code, pos FROM promgres.chunk_bucketed(data, pos, 5, 10, 20, 64) b;
+                IF second_order THEN
+                    delta := delta + code;
+                    reduced := reduced + delta;
+                ELSE
+                    reduced := reduced + code;
+                END IF;
+            END IF;
+            m := m0 + step * reduced;
+            -- The same operation as Rust's decimal_value: exact operands, one rounding.
+            IF e >= 0 AND e <= 22 THEN
+                sample_value := m::float8 * pow10[e + 1];
+            ELSIF e < 0 AND e >= -22 THEN
+                sample_value := m::float8 / pow10[-e + 1];
+            ELSE
+                sample_value := (m::text || 'e' || e)::float8;
+            END IF;
         ELSE
-            sample_value := promgres.float8_from_bits(vbits);
+            IF i = 0 THEN
+                vbits := promgres.chunk_bits(data, pos, 64);
+                pos := pos + 64;
+            ELSIF get_bit(data, ((pos & ~7::bigint) + 7 - (pos & 7))::integer) = 0 THEN
+                pos := pos + 1;
+            ELSE
+                IF get_bit(data, (((pos + 1) & ~7::bigint) + 7 - ((pos + 1) & 7))::integer) = 1 THEN
+                    lead_zeros := promgres.chunk_bits(data, pos + 2, 5)::integer;
+                    len := promgres.chunk_bits(data, pos + 7, 6)::integer;
+                    IF len = 0 THEN
+                        len := 64;
+                    END IF;
+                    trail_zeros := 64 - lead_zeros - len;
+                    pos := pos + 13;
+                ELSE
+                    len := 64 - lead_zeros - trail_zeros;
+                    pos := pos + 2;
+                END IF;
+                vbits := vbits # (promgres.chunk_bits(data, pos, len) << trail_zeros);
+                pos := pos + len;
+            END IF;
+            IF ((vbits >> 52) & 2047) = 2047 AND (vbits & 4503599627370495) <> 0 THEN
+                nan_index := nan_index + 1;
+                sample_value := coalesce(nan_values[nan_index], 'NaN'::float8);
+            ELSE
+                sample_value := promgres.float8_from_bits(vbits);
+            END IF;
         END IF;
         RETURN NEXT;
     END LOOP;

@@ -190,7 +190,7 @@ impl fmt::Display for LabelSet {
     }
 }
 
-pub(crate) fn push_json_string(out: &mut String, s: &str) {
+pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -5,14 +5,12 @@
 //! stages together; ARCHITECTURE.md has the map and the invariants.
 
 pub mod advisory;
-pub mod bench_suite;
 pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod ha;
 pub mod http;
-pub mod loadgen;
 pub mod metrics;
 pub mod pg_session;
 pub mod proto;

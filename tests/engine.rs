@@ -328,7 +328,7 @@ fn a_database_written_before_chunks_stays_readable_and_compacts() {
     .expect("series");
     c.execute(
         "INSERT INTO promgres.samples
-         SELECT s.id, now() - interval '330 minutes' + k * interval '15 seconds', k
+         SELECT s.id, date_trunc('milliseconds', now()) - interval '330 minutes' + k * interval '15 seconds', k
            FROM promgres.series s, generate_series(0, 599) k",
         &[],
     )
@@ -355,4 +355,64 @@ fn metric_value(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
+}
+
+#[test]
+fn sql_and_rust_decoders_agree_on_every_kind_of_value() {
+    let run = Running::start("engine_kinds");
+    let mut c = run.db.client();
+    let start = db_now(&mut c) - 330 * MIN;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    type Kind = Box<dyn Fn(u64, i64) -> f64>;
+    let kinds: Vec<(&str, Kind)> = vec![
+        (
+            "cents",
+            Box::new(|r, k| (1_000_000 + k * 37 + (r % 50) as i64) as f64 / 100.0),
+        ),
+        (
+            "integers",
+            Box::new(|r, _| (r % 1_000_000) as f64 - 500_000.0),
+        ),
+        (
+            "huge",
+            Box::new(|r, k| ((r % 9000) as f64 + 1.0) * 1e30 + k as f64 * 1e27),
+        ),
+        ("tiny", Box::new(|r, _| ((r % 9000) as f64 + 1.0) * 1e-25)),
+        (
+            "random_bits",
+            Box::new(|r, _| f64::from_bits(r & !(0x7ff << 52) | (0x3ff << 52))),
+        ),
+        ("thirds", Box::new(|r, _| (r % 1000) as f64 / 3.0)),
+        ("constant", Box::new(|_, _| 42.5)),
+    ];
+    let timeseries = kinds
+        .iter()
+        .map(|(name, f)| {
+            let samples: Vec<(i64, f64)> = (0..400)
+                .map(|k| (start + k * 15_000 + (next() % 4) as i64, f(next(), k)))
+                .collect();
+            series(&[("__name__", "engine_kinds"), ("kind", name)], &samples)
+        })
+        .collect();
+    assert_eq!(run.write(&write_request(timeseries)).status, 204);
+    let before = sql_samples(&mut c);
+    assert_eq!(before.len(), 400 * 7);
+    compact(&mut c);
+    assert_eq!(head_rows(&mut c), 0);
+    assert_eq!(
+        sql_samples(&mut c),
+        before,
+        "the PL/pgSQL decoder is bit-exact"
+    );
+    assert_eq!(
+        read_samples(&mut c),
+        before,
+        "the Rust decoder is bit-exact"
+    );
 }

@@ -1,11 +1,10 @@
-//! Chunks: one row of `promgres.chunks` per (series, two-hour window), holding a Prometheus
-//! XOR chunk. This module encodes them for COPY, fetches and decodes them, and keeps a late
+//! Chunks: one row of `promgres.chunks` per (series, two-hour window), holding the series'
+//! samples of that window encoded by [`super::codec`]. This module encodes them for COPY, fetches and decodes them, and keeps a late
 //! head sample from repeating a time its chunk holds.
 
 use super::head::{Inserted, SampleRow};
 use super::{window_of, PG_EPOCH_MS};
 use crate::store::{Result, StoreError};
-use crate::xor;
 
 /// A decoded chunk row.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +17,7 @@ pub struct Chunk {
 
 /// Decodes chunk bytes from the database; a corrupt chunk is a database-side error.
 pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>> {
-    xor::decode_chunk(data).map_err(|e| StoreError::internal(e.to_string()))
+    super::codec::decode(data).map_err(|e| StoreError::internal(e.to_string()))
 }
 
 fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
@@ -46,7 +45,7 @@ pub fn encode_copy(chunks: &[Chunk]) -> Vec<u8> {
         put_field(&mut buf, &pg_micros(c.window_ms));
         put_field(&mut buf, &pg_micros(end));
         put_field(&mut buf, &(c.samples.len() as i32).to_be_bytes());
-        put_field(&mut buf, &xor::encode_chunk(&c.samples));
+        put_field(&mut buf, &super::codec::encode(&c.samples));
         let nans: Vec<f64> = c
             .samples
             .iter()

@@ -11,6 +11,7 @@
 //! ARCHITECTURE.md ("Storage engine") has the crash points and the invariants.
 
 pub mod chunks;
+pub mod codec;
 pub mod compact;
 pub mod head;
 pub mod read;

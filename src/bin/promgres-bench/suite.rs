@@ -6,14 +6,15 @@
 //! promgres runs as a separate process (the release binary next to this one) so its CPU time
 //! and peak RSS are its own; PostgreSQL's CPU is summed over its processes.
 
-use crate::clock::Clock;
-use crate::decode::{self, Limits};
-use crate::engine::head::{self, SampleRow};
-use crate::ha::{Election, HaConfig, Lease, LeaseStore};
 use crate::loadgen::{self, Workload};
-use crate::metrics::Metrics;
-use crate::proto;
-use crate::store::{self, StoreError};
+use crate::{nodedata, peers};
+use promgres::clock::Clock;
+use promgres::decode::{self, Limits};
+use promgres::engine::head::{self, SampleRow};
+use promgres::ha::{Election, HaConfig, Lease, LeaseStore};
+use promgres::metrics::Metrics;
+use promgres::proto;
+use promgres::store::{self, StoreError};
 use prost::Message;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -73,7 +74,7 @@ impl Results {
 }
 
 fn now_ms() -> i64 {
-    crate::clock::now_ms()
+    promgres::clock::now_ms()
 }
 
 /// CPU seconds (user + system) of a process, from /proc.
@@ -293,7 +294,7 @@ impl LeaseStore for StaticLeases {
             previous_leader: None,
         })
     }
-    fn fetch(&mut self, _cluster: &str) -> Result<Option<crate::ha::LeaseState>, StoreError> {
+    fn fetch(&mut self, _cluster: &str) -> Result<Option<promgres::ha::LeaseState>, StoreError> {
         Ok(None)
     }
     fn change_leader(
@@ -417,7 +418,7 @@ fn ingest(
 /// session, 50,000 rows per transaction, series ids and partitions prepared beforehand.
 fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
     let db = Database::create(admin, "copy")?;
-    crate::server::migrate(&db.uri().parse().map_err(|e| format!("{e}"))?)
+    promgres::server::migrate(&db.uri().parse().map_err(|e| format!("{e}"))?)
         .map_err(|e| e.to_string())?;
     let mut c = db.client()?;
     let metrics: Vec<String> = (0..w.series)
@@ -666,40 +667,54 @@ fn database_bytes(c: &mut postgres::Client) -> Result<i64, String> {
         .map_err(|e| StoreError::from(e).to_string())
 }
 
-/// Ingests a load that ends more than two hours ago (its windows are closed), measures the
-/// database's growth per sample with every sample in head rows, then runs compaction (timed,
-/// with PostgreSQL's and this process's CPU) and VACUUM, and measures again.
-fn bench_storage(admin: &str, results: &mut Results, quick: bool) -> Result<(), String> {
-    let (series, scrapes) = if quick { (2_000, 240) } else { (5_000, 720) };
-    let mut w = workload(series, scrapes, 500);
-    // Three hours of data ending 2 h 15 min ago: two-hour windows that closed.
-    w.start_ms = now_ms() - 135 * 60_000 - scrapes as i64 * w.scrape_interval_ms;
+/// What promgres's storage costs for one load.
+struct StorageRun {
+    /// Database growth per sample with every sample in head rows.
+    head_bps: f64,
+    /// ... after compaction, reclaiming the head and VACUUM.
+    compacted_bps: f64,
+    /// The chunk partitions alone per sample.
+    chunk_bps: f64,
+    /// The series table and its indexes per sample.
+    series_bps: f64,
+    stats: promgres::engine::CompactionStats,
+    compact_secs: f64,
+    compact_cpu: f64,
+    compact_pg_cpu: f64,
+    sql_rate: f64,
+}
+
+/// Sends `bodies` (whose windows must have closed) to a fresh promgres, then compacts.
+fn promgres_storage(
+    admin: &str,
+    bodies: &[Vec<u8>],
+    counts: &[usize],
+) -> Result<StorageRun, String> {
     let db = Database::create(admin, "storage")?;
     let mut c = db.client()?;
     let server = Server::start(&db, &[])?;
     let empty = database_bytes(&mut c)?;
-    let (bodies, counts) = prepare(&w);
-    let report = loadgen::send_all(server.addr, &bodies, &counts, 4);
+    let report = loadgen::send_all(server.addr, bodies, counts, 4);
     if report.non_2xx() > 0 || report.transport_errors > 0 {
         return Err(format!("non-2xx answers: {}", report.text()));
     }
-    let samples = (series * scrapes) as f64;
-    c.batch_execute("VACUUM ANALYZE")
-        .map_err(|e| StoreError::from(e).to_string())?;
+    let samples = counts.iter().sum::<usize>() as f64;
+    let sql = |e: postgres::Error| StoreError::from(e).to_string();
+    c.batch_execute("VACUUM ANALYZE").map_err(sql)?;
     let head = database_bytes(&mut c)? - empty;
     let pg_before = postgres_cpu_seconds();
     let cpu_before = cpu_seconds(std::process::id());
     let started = Instant::now();
-    let cutoff = crate::engine::cutoff_ms(
-        crate::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
+    let cutoff = promgres::engine::cutoff_ms(
+        promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
     );
-    let stats = crate::engine::compact(&mut c, cutoff, &mut |_| {}).map_err(|e| e.to_string())?;
-    let took = started.elapsed().as_secs_f64();
+    let stats =
+        promgres::engine::compact(&mut c, cutoff, &mut |_| {}).map_err(|e| e.to_string())?;
+    let compact_secs = started.elapsed().as_secs_f64();
     let compact_cpu = cpu_seconds(std::process::id()) - cpu_before;
-    let pg_cpu = postgres_cpu_seconds() - pg_before;
-    crate::engine::compact::reclaim_head(&mut c).map_err(|e| e.to_string())?;
-    c.batch_execute("VACUUM ANALYZE")
-        .map_err(|e| StoreError::from(e).to_string())?;
+    let compact_pg_cpu = postgres_cpu_seconds() - pg_before;
+    promgres::engine::compact::reclaim_head(&mut c).map_err(|e| e.to_string())?;
+    c.batch_execute("VACUUM ANALYZE").map_err(sql)?;
     let compacted = database_bytes(&mut c)? - empty;
     let chunk_bytes: i64 = c
         .query_one(
@@ -707,58 +722,177 @@ fn bench_storage(admin: &str, results: &mut Results, quick: bool) -> Result<(), 
                FROM pg_inherits i WHERE i.inhparent = 'promgres.chunks'::regclass",
             &[],
         )
-        .map_err(|e| StoreError::from(e).to_string())?
+        .map_err(sql)?
         .get(0);
-    let sql_rate = {
-        let t = Instant::now();
-        let n: i64 = c
-            .query_one("SELECT count(*) FROM prom_samples", &[])
-            .map_err(|e| StoreError::from(e).to_string())?
-            .get(0);
-        n as f64 / t.elapsed().as_secs_f64()
-    };
-    results.add(
-        &format!(
-            "bytes on disk per sample, head rows ({}k series x {scrapes}, database growth)",
-            series / 1000
-        ),
-        format!("{:.1}", head as f64 / samples),
-        format!("{:.2}", head as f64 / samples),
-    );
-    results.add(
-        "bytes on disk per sample after compaction + VACUUM (database growth)",
-        format!("{:.2}", compacted as f64 / samples),
-        format!("{:.3}", compacted as f64 / samples),
-    );
-    results.add(
-        "bytes per sample in chunk partitions alone (rows + index)",
-        format!("{:.2}", chunk_bytes as f64 / samples),
-        format!("{:.3}", chunk_bytes as f64 / samples),
-    );
-    results.add(
-        "compaction rate (samples/s) and CPU s per million samples (promgres / PostgreSQL)",
-        format!(
-            "{:.0} ({:.2} / {:.2}); {} samples, {} chunks",
-            stats.samples as f64 / took,
-            compact_cpu / samples * 1e6,
-            pg_cpu / samples * 1e6,
-            stats.samples,
-            stats.chunks
-        ),
-        format!("{:.0}", stats.samples as f64 / took),
-    );
-    results.add(
-        "SQL view prom_samples over chunks (samples/s, PL/pgSQL decoder)",
-        format!("{sql_rate:.0}"),
-        format!("{sql_rate:.0}"),
-    );
-    if stats.samples as f64 != samples {
+    let series_bytes: i64 = c
+        .query_one("SELECT pg_total_relation_size('promgres.series')", &[])
+        .map_err(sql)?
+        .get(0);
+    let t = Instant::now();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM prom_samples", &[])
+        .map_err(sql)?
+        .get(0);
+    let sql_rate = n as f64 / t.elapsed().as_secs_f64();
+    if stats.samples as f64 != samples || n as f64 != samples {
         return Err(format!(
-            "compaction folded {} of {samples} samples",
+            "compaction folded {} and SQL shows {n} of {samples} samples",
             stats.samples
         ));
     }
+    Ok(StorageRun {
+        head_bps: head as f64 / samples,
+        compacted_bps: compacted as f64 / samples,
+        chunk_bps: chunk_bytes as f64 / samples,
+        series_bps: series_bytes as f64 / samples,
+        stats,
+        compact_secs,
+        compact_cpu,
+        compact_pg_cpu,
+        sql_rate,
+    })
+}
+
+/// Sends `bodies` to a fresh VictoriaMetrics, flushes it, and returns its data directory's
+/// bytes per sample.
+fn victoria_storage(bodies: &[Vec<u8>], counts: &[usize]) -> Result<f64, String> {
+    let vm = peers::Peer::victoria_metrics()?;
+    let report = loadgen::send_all(vm.addr, bodies, counts, 4);
+    if report.non_2xx() > 0 || report.transport_errors > 0 {
+        return Err(format!(
+            "victoria-metrics: non-2xx answers: {}",
+            report.text()
+        ));
+    }
+    vm.flush()?;
+    Ok(vm.disk_bytes() as f64 / counts.iter().sum::<usize>() as f64)
+}
+
+/// Bytes on disk per sample for promgres (rows, then compacted) and VictoriaMetrics on the
+/// same loads: the load generator's and real node_exporter output. Both end more than two
+/// hours ago, so their windows are closed.
+fn bench_storage(admin: &str, results: &mut Results, quick: bool) -> Result<(), String> {
+    let (series, scrapes) = if quick { (2_000, 240) } else { (5_000, 720) };
+    let mut w = workload(series, scrapes, 500);
+    w.start_ms = now_ms() - 135 * 60_000 - scrapes as i64 * w.scrape_interval_ms;
+    let (bodies, counts) = prepare(&w);
+    let label = format!("load generator, {}k series x {scrapes}", series / 1000);
+    storage_rows(admin, results, &label, &bodies, &counts)?;
+
+    let captures = if quick { 20 } else { 40 };
+    let captured = nodedata::capture(captures, Duration::from_millis(250))?;
+    let (hosts, scrapes) = if quick { (4, 240) } else { (10, 1440) };
+    let start = now_ms() - 135 * 60_000 - scrapes as i64 * 15_000;
+    let (bodies, counts) = nodedata::replay(&captured, hosts, scrapes, start, 500);
+    let per_host = counts.iter().sum::<usize>() / (hosts * scrapes).max(1);
+    let label = format!("real node_exporter output, {hosts} hosts x {per_host} series x {scrapes}");
+    storage_rows(admin, results, &label, &bodies, &counts)
+}
+
+fn storage_rows(
+    admin: &str,
+    results: &mut Results,
+    label: &str,
+    bodies: &[Vec<u8>],
+    counts: &[usize],
+) -> Result<(), String> {
+    let samples = counts.iter().sum::<usize>() as f64;
+    let run = promgres_storage(admin, bodies, counts)?;
+    let vm = victoria_storage(bodies, counts)?;
+    results.add(
+        &format!("bytes/sample, {label}: promgres rows -> compacted (chunks + series + rest) | VictoriaMetrics | ratio"),
+        format!(
+            "{:.1} -> {:.2} ({:.2} + {:.2} + {:.2}) | {vm:.2} | {:.2}x",
+            run.head_bps,
+            run.compacted_bps,
+            run.chunk_bps,
+            run.series_bps,
+            run.compacted_bps - run.chunk_bps - run.series_bps,
+            run.compacted_bps / vm
+        ),
+        format!("{:.3}", run.compacted_bps / vm),
+    );
+    results.add(
+        &format!("compaction, {label}: samples/s, CPU s per million samples promgres / PostgreSQL"),
+        format!(
+            "{:.0}, {:.2} / {:.2} ({} chunks)",
+            run.stats.samples as f64 / run.compact_secs,
+            run.compact_cpu / samples * 1e6,
+            run.compact_pg_cpu / samples * 1e6,
+            run.stats.chunks
+        ),
+        format!("{:.0}", run.stats.samples as f64 / run.compact_secs),
+    );
+    results.add(
+        &format!("SQL view prom_samples over chunks, {label} (samples/s, PL/pgSQL decoder)"),
+        format!("{:.0}", run.sql_rate),
+        format!("{:.0}", run.sql_rate),
+    );
     Ok(())
+}
+
+/// Ingest at 500 samples per request, the same bodies to promgres (acks after commit),
+/// Prometheus's receiver and VictoriaMetrics, each started fresh for each run; best of 4 and
+/// 8 connections.
+fn bench_peers(admin: &str, results: &mut Results, quick: bool) -> Result<(), String> {
+    let scrapes = if quick { 10 } else { 60 };
+    let w = workload(10_000, scrapes, 500);
+    let (bodies, counts) = prepare(&w);
+    let mut best: Vec<(&str, f64)> = Vec::new();
+    for target in ["promgres", "prometheus", "victoria-metrics"] {
+        let mut top = 0.0f64;
+        for connections in [4, 8] {
+            let rate = match target {
+                "promgres" => {
+                    let db = Database::create(admin, "peers")?;
+                    let server = Server::start(&db, &[])?;
+                    send_checked(target, server.addr, &bodies, &counts, connections)?
+                }
+                "prometheus" => {
+                    let p = peers::Peer::prometheus()?;
+                    send_checked(target, p.addr, &bodies, &counts, connections)?
+                }
+                _ => {
+                    let p = peers::Peer::victoria_metrics()?;
+                    send_checked(target, p.addr, &bodies, &counts, connections)?
+                }
+            };
+            println!("  {target}, {connections} connections: {rate:.0} samples/s");
+            top = top.max(rate);
+        }
+        best.push((target, top));
+    }
+    let rate = |name: &str| best.iter().find(|b| b.0 == name).map_or(0.0, |b| b.1);
+    let (ours, prom, vm) = (
+        rate("promgres"),
+        rate("prometheus"),
+        rate("victoria-metrics"),
+    );
+    results.add(
+        &format!("ingest 10k x {scrapes} at 500/req, best of 4/8 conn: promgres | Prometheus 2.42 receiver | VictoriaMetrics (samples/s)"),
+        format!("{ours:.0} | {prom:.0} | {vm:.0}"),
+        format!("{ours:.0}"),
+    );
+    results.add(
+        "ingest ratios: promgres / Prometheus receiver, promgres / VictoriaMetrics (targets 1.5 and 0.75)",
+        format!("{:.2} / {:.2}", ours / prom, ours / vm),
+        format!("{:.3}", ours / vm),
+    );
+    Ok(())
+}
+
+fn send_checked(
+    target: &str,
+    addr: SocketAddr,
+    bodies: &[Vec<u8>],
+    counts: &[usize],
+    connections: usize,
+) -> Result<f64, String> {
+    let report = loadgen::send_all(addr, bodies, counts, connections);
+    if report.non_2xx() > 0 || report.transport_errors > 0 {
+        return Err(format!("{target}: non-2xx answers: {}", report.text()));
+    }
+    Ok(report.samples_per_sec())
 }
 
 /// Runs the whole suite; prints as it goes, then a table, and writes the JSON file.
@@ -770,9 +904,14 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
         "promgres benchmark suite ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    // PROMGRES_BENCH_ONLY=storage runs the storage-engine section alone.
-    if std::env::var("PROMGRES_BENCH_ONLY").as_deref() == Ok("storage") {
-        bench_storage(admin, &mut results, quick)?;
+    // PROMGRES_BENCH_ONLY=storage or =peers runs that section alone.
+    let only = std::env::var("PROMGRES_BENCH_ONLY").unwrap_or_default();
+    if only == "storage" || only == "peers" {
+        if only == "storage" {
+            bench_storage(admin, &mut results, quick)?;
+        } else {
+            bench_peers(admin, &mut results, quick)?;
+        }
         println!("\n| measurement | value |\n|---|---|\n{}", results.text());
         return Ok(());
     }
@@ -920,8 +1059,13 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
     println!("7. remote read");
     bench_reads(admin, &mut results, quick)?;
 
-    println!("8. storage engine: bytes on disk per sample, head rows vs compacted chunks");
+    println!(
+        "8. storage: bytes on disk per sample, promgres (rows, compacted) and VictoriaMetrics"
+    );
     bench_storage(admin, &mut results, quick)?;
+
+    println!("9. ingest side by side: promgres, Prometheus's receiver, VictoriaMetrics");
+    bench_peers(admin, &mut results, quick)?;
 
     println!("\n| measurement | value |\n|---|---|\n{}", results.text());
     std::fs::write(&options.json_path, results.json())

@@ -5,7 +5,7 @@
 //! It talks to promgres only through HTTP, like Prometheus does, so it measures the whole
 //! path: decode, queue, writers, PostgreSQL commit.
 
-use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
+use promgres::proto::{Label, Sample, TimeSeries, WriteRequest};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -217,9 +217,9 @@ pub fn send_all(
                         let Some(body) = bodies.get(i) else { break };
                         let sent = Instant::now();
                         let result = match conn.as_mut() {
-                            Some(c) => c.post("/write", body),
+                            Some(c) => c.post("/api/v1/write", body),
                             None => Connection::open(addr).and_then(|mut c| {
-                                let r = c.post("/write", body);
+                                let r = c.post("/api/v1/write", body);
                                 conn = Some(c);
                                 r
                             }),

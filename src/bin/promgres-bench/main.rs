@@ -2,7 +2,12 @@
 //! samples/s, latency percentiles and non-2xx counts, as text and JSON.
 
 use argh::FromArgs;
-use promgres::loadgen::{self, Workload};
+mod loadgen;
+mod nodedata;
+mod peers;
+mod suite;
+
+use loadgen::Workload;
 use std::net::SocketAddr;
 
 /// Remote-write load generator for promgres.
@@ -54,12 +59,12 @@ fn main() {
     promgres::sys::tune_allocator();
     let args: Args = argh::from_env();
     if args.suite {
-        let options = promgres::bench_suite::SuiteOptions {
+        let options = suite::SuiteOptions {
             admin_uri: args.admin_uri,
             json_path: args.json_out,
             quick: args.quick,
         };
-        if let Err(e) = promgres::bench_suite::run(&options) {
+        if let Err(e) = suite::run(&options) {
             eprintln!("promgres-bench: {e}");
             std::process::exit(1);
         }

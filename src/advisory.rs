@@ -10,8 +10,9 @@
 //! session died (database restart, network cut, idle timeout) stops writing at once.
 
 use crate::clock::Clock;
+use crate::db_error::StoreError;
+use crate::fence::LockFence;
 use crate::metrics::Metrics;
-use crate::store::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,16 +21,6 @@ pub struct AdvisoryConfig {
     pub lock_id: i64,
     pub prometheus_timeout_ms: i64,
     pub interval_ms: i64,
-}
-
-/// What a writer checks inside its transaction: `tenure` is still the current tenure of
-/// advisory lock `key`, and its holder session still holds the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockFence {
-    pub key: i64,
-    /// Bumped each time an instance wins the lock (`promgres.advisory_tenure`): a job accepted
-    /// under an earlier tenure, even one of the same session, never passes.
-    pub tenure: i64,
 }
 
 /// The session that holds the lock: PostgreSQL in production, a fake in tests.

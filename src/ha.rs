@@ -14,11 +14,11 @@
 //! from T on are stored, so the data gap is about one scrape interval.
 
 use crate::clock::Clock;
+use crate::db_error::StoreError;
 use crate::decode::{push_json_string, SeriesSamples, WriteBatch};
 use crate::metrics::Metrics;
 use crate::queue::FencedGroup;
 use crate::standby::{Evicted, StandbyBuffer};
-use crate::store::StoreError;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};

@@ -1,16 +1,15 @@
 //! The HTTP surface: a fixed set of handler threads serving tiny_http requests (tiny_http
 //! reads each connection on a thread of its own). Handlers check headers, read the body,
-//! hand it to `decode`, queue the batch and wait for the writer's outcome.
+//! hand it to `decode` and the batch to `ingest`, and map the outcome to a status.
 //!
 //! Every failure becomes an [`ApiError`], and [`ApiError::status`] is the one place that maps
 //! them to HTTP status codes: 4xx only for the sender's fault (Prometheus drops those), 503
 //! with Retry-After for ours (Prometheus retries those). Never 429: Prometheus 2.42 drops it.
 
-use crate::advisory::{AdvisoryElection, LockFence};
-use crate::decode::{self, DecodeError, WriteBatch};
+use crate::decode::{self, DecodeError};
 use crate::ha::{Election, HaError, HandOverError};
+use crate::ingest::{Accepted, Ingest, IngestError};
 use crate::metrics::Metrics;
-use crate::queue::{FencedGroup, Queue, SubmitError};
 use crate::read::{ReadError, ReadPool};
 use crate::store::StoreError;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -166,6 +165,18 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::QueueFull => ApiError::QueueFull,
+            IngestError::ShuttingDown => ApiError::ShuttingDown,
+            IngestError::Database(e) => ApiError::Database(e),
+            IngestError::CommitTimeout(d) => ApiError::CommitTimeout(d),
+            IngestError::Ha(e) => ApiError::Ha(e),
+        }
+    }
+}
+
 /// What `/healthz` asks: database reachable and schema current.
 pub trait HealthCheck: Send + Sync {
     fn check(&self) -> Result<(), String>;
@@ -173,11 +184,11 @@ pub trait HealthCheck: Send + Sync {
 
 /// Everything a handler thread needs.
 pub struct HttpState {
-    pub queue: Queue,
+    /// Where decoded write batches go.
+    pub ingest: Ingest,
     pub metrics: Arc<Metrics>,
     pub health: Arc<dyn HealthCheck>,
     pub limits: decode::Limits,
-    pub write_timeout: Duration,
     /// Longest a request body may take to arrive.
     pub body_deadline: Duration,
     pub stopping: Arc<AtomicBool>,
@@ -187,10 +198,9 @@ pub struct HttpState {
         crossbeam_channel::Sender<()>,
         crossbeam_channel::Receiver<()>,
     ),
-    /// The HA stage, with --high-availability.
+    /// The HA election, with --high-availability (for /ha and remote read's replica label;
+    /// writes reach it through `ingest`).
     pub ha: Option<Arc<Election>>,
-    /// The legacy advisory-lock election, with --leader-election-pg-advisory-lock-id.
-    pub advisory: Option<Arc<AdvisoryElection>>,
     pub reads: Arc<ReadPool>,
     pub read_sample_limit: usize,
     /// `--read-timeout`: the longest one remote read may take.
@@ -410,95 +420,16 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
     drop(body);
     let samples = batch.sample_count();
     state.metrics.samples_received.add(samples as u64);
-    if let Some(advisory) = &state.advisory {
-        let Some(lock) = advisory.on_write() else {
-            // A follower: the lock holder stores its own Prometheus's copy of this data.
-            state
-                .metrics
-                .samples_rejected
-                .add(&["advisory_follower"], samples as u64);
-            return Ok(empty(202));
-        };
-        return match commit(state, batch, Vec::new(), Some(lock), samples) {
-            Err(ApiError::Database(e)) if e.is_lock_lost() => {
-                advisory.on_fence_failed(lock);
-                Err(ApiError::Database(e))
-            }
-            other => other.map(|_| empty(204)),
-        };
-    }
-    let Some(ha) = &state.ha else {
-        commit(state, batch, Vec::new(), None, samples)?;
-        return Ok(empty(204));
-    };
-    let routed = ha.route(batch).map_err(ApiError::Ha)?;
-    flush(state, routed.flushes);
-    let mut not_stored = routed.not_stored;
-    let fenced_out = commit(state, routed.plain, routed.fenced, None, samples)?;
-    // The lease moved between routing and commit: route those series again with the lease
-    // re-read, once; what is refused a second time is counted as not stored (202).
-    for group in fenced_out {
-        let rerouted = ha.reroute_fenced_out(group).map_err(ApiError::Ha)?;
-        flush(state, rerouted.flushes);
-        not_stored += rerouted.not_stored;
-        for lost in commit(state, rerouted.plain, rerouted.fenced, None, samples)? {
-            not_stored += lost.series.iter().map(|s| s.samples.len()).sum::<usize>();
-        }
-    }
-    // 202 when HA kept some samples back (standby or outside the replica's leases): a 2xx,
-    // so Prometheus neither retries nor blocks.
-    Ok(empty(if not_stored > 0 { 202 } else { 204 }))
+    // 202 when some samples were not stored on purpose (HA kept them back, or this instance
+    // is an advisory-lock follower): a 2xx, so Prometheus neither retries nor blocks.
+    Ok(empty(match state.ingest.write(batch, samples)? {
+        Accepted::Stored => 204,
+        Accepted::PartlyKeptBack | Accepted::Follower => 202,
+    }))
 }
 
 fn empty(status: u16) -> Response<std::io::Cursor<Vec<u8>>> {
     Response::from_data(Vec::new()).with_status_code(status)
-}
-
-/// Hands a new leader's buffered samples to the writers.
-fn flush(state: &HttpState, groups: Vec<FencedGroup>) {
-    if let Err(e) = state.queue.submit_flush(groups) {
-        log::warn!("cannot queue buffered HA samples: {e:?}");
-    }
-}
-
-/// Queues a batch and, unless acks are asynchronous, waits for its commit. Returns the fenced
-/// groups the writer refused (the replica lost the lease before commit).
-fn commit(
-    state: &HttpState,
-    batch: WriteBatch,
-    fenced: Vec<FencedGroup>,
-    lock: Option<LockFence>,
-    samples: usize,
-) -> Result<Vec<FencedGroup>, ApiError> {
-    if batch.series.is_empty() && batch.metadata.is_empty() && fenced.is_empty() {
-        return Ok(Vec::new());
-    }
-    let waiter = match state.queue.submit(batch, fenced, lock) {
-        Ok(w) => w,
-        Err(SubmitError::Full) => {
-            state
-                .metrics
-                .samples_rejected
-                .add(&["queue_full"], samples as u64);
-            return Err(ApiError::QueueFull);
-        }
-        Err(SubmitError::Closed) => return Err(ApiError::ShuttingDown),
-    };
-    let Some(outcome) = waiter else {
-        return Ok(Vec::new());
-    };
-    match outcome.recv_timeout(state.write_timeout) {
-        Ok(Ok(committed)) => Ok(committed.fenced_out),
-        Ok(Err(e)) => {
-            state
-                .metrics
-                .samples_rejected
-                .add(&["database_error"], samples as u64);
-            Err(ApiError::Database(e))
-        }
-        Err(RecvTimeoutError::Timeout) => Err(ApiError::CommitTimeout(state.write_timeout)),
-        Err(RecvTimeoutError::Disconnected) => Err(ApiError::ShuttingDown),
-    }
 }
 
 fn ha_state(request: &Request, state: &HttpState) -> Reply {
@@ -515,7 +446,9 @@ fn ha_hand_over(request: &mut Request, state: &HttpState) -> Reply {
     if *request.method() != Method::Post {
         return Err(ApiError::MethodNotAllowed);
     }
-    let ha = state.ha.as_ref().ok_or(ApiError::HaDisabled)?;
+    if state.ha.is_none() {
+        return Err(ApiError::HaDisabled);
+    }
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let cluster = path
@@ -530,10 +463,10 @@ fn ha_hand_over(request: &mut Request, state: &HttpState) -> Reply {
         .map(percent_decode)
         .filter(|r| !r.is_empty())
         .ok_or(ApiError::MissingParameter("replica"))?;
-    let (lease, flushes) = ha
+    let lease = state
+        .ingest
         .hand_over(&cluster, &replica)
         .map_err(ApiError::HandOver)?;
-    flush(state, flushes);
     let mut body = String::from("{\"cluster\":");
     decode::push_json_string(&mut body, &lease.cluster);
     body.push_str(",\"leader\":");

@@ -7,10 +7,13 @@
 pub mod advisory;
 pub mod clock;
 pub mod config;
+pub mod db_error;
 pub mod decode;
 pub mod engine;
+pub mod fence;
 pub mod ha;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod pg_session;
 pub mod proto;

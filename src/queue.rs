@@ -34,7 +34,7 @@ pub struct Job {
     pub batch: WriteBatch,
     pub fenced: Vec<FencedGroup>,
     /// Legacy advisory-lock mode: store only while this lock is held.
-    pub lock: Option<crate::advisory::LockFence>,
+    pub lock: Option<crate::fence::LockFence>,
     pub reply: Option<Sender<Outcome>>,
 }
 
@@ -144,7 +144,7 @@ impl Queue {
         &self,
         batch: WriteBatch,
         fenced: Vec<FencedGroup>,
-        lock: Option<crate::advisory::LockFence>,
+        lock: Option<crate::fence::LockFence>,
     ) -> Result<Option<Receiver<Outcome>>, SubmitError> {
         let result = match self.acks {
             Acks::AfterCommit => {
@@ -172,7 +172,7 @@ impl Queue {
         &self,
         batch: WriteBatch,
         fenced: Vec<FencedGroup>,
-        lock: Option<crate::advisory::LockFence>,
+        lock: Option<crate::fence::LockFence>,
     ) -> Result<(), SubmitError> {
         self.send_parts(self.split(batch, fenced, lock))
             .map_err(|(e, _)| e)
@@ -208,7 +208,7 @@ impl Queue {
         &self,
         batch: WriteBatch,
         fenced: Vec<FencedGroup>,
-        lock: Option<crate::advisory::LockFence>,
+        lock: Option<crate::fence::LockFence>,
     ) -> Parts {
         let n = self.shards.len();
         let mut parts: Vec<Option<Job>> = (0..n).map(|_| None).collect();

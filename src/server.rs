@@ -277,18 +277,22 @@ impl Server {
             .ok_or_else(|| "listener has no IP address".to_string())?;
         let (read_queue, read_jobs) = http::read_queue(config.read_connections);
         let state = Arc::new(HttpState {
-            queue: queue.clone(),
+            ingest: crate::ingest::Ingest {
+                queue: queue.clone(),
+                metrics: metrics.clone(),
+                write_timeout: config.write_timeout,
+                ha: ha.clone(),
+                advisory,
+            },
             metrics: metrics.clone(),
             health: control.clone(),
             limits: crate::decode::Limits::new(
                 config.max_request_bytes,
                 i64::try_from(config.max_sample_age.as_millis()).unwrap_or(i64::MAX),
             ),
-            write_timeout: config.write_timeout,
             body_deadline: config.http_read_timeout,
             decode_slots: http::decode_slots(),
             ha,
-            advisory,
             reads: crate::read::ReadPool::new(
                 &config.db,
                 config.read_connections,

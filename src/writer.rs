@@ -6,9 +6,9 @@
 //! statement for all misses), make sure the days' partitions exist, then binary COPY the
 //! samples and commit. Only after the commit is any job answered Ok.
 
-use crate::advisory::LockFence;
 use crate::decode::{LabelSet, Metadata, SeriesSamples};
 use crate::engine::head::{self, InsertPath, SampleRow};
+use crate::fence::LockFence;
 use crate::metrics::Metrics;
 use crate::pg_session::{self, SessionBounds};
 use crate::queue::{Committed, FencedGroup, Job, Outcome};
@@ -485,12 +485,12 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
             })
         }));
     }
-    let fences: Vec<head::Fence> = rows
+    let fences: Vec<crate::fence::Fence> = rows
         .groups
         .iter()
         .map(|(j, g, group_rows)| {
             let group = &jobs[*j].fenced[*g];
-            head::Fence {
+            crate::fence::Fence {
                 cluster: &group.cluster,
                 replica: &group.replica,
                 min_ms: group_rows

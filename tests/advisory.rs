@@ -308,7 +308,8 @@ fn a_session_never_holds_the_key_twice() {
 
 #[test]
 fn a_stale_tenure_fails_alone_in_a_merged_transaction() {
-    use promgres::advisory::{AdvisoryConfig, AdvisoryElection, LockFence};
+    use promgres::advisory::{AdvisoryConfig, AdvisoryElection};
+    use promgres::fence::LockFence;
     use promgres::metrics::Metrics;
     use promgres::queue::Queue;
     use promgres::writer::{Shared, WriterPool};

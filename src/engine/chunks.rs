@@ -4,7 +4,7 @@
 
 use super::head::{Inserted, SampleRow};
 use super::{window_of, PG_EPOCH_MS};
-use crate::store::{Result, StoreError};
+use crate::db_error::{Result, StoreError};
 
 /// A decoded chunk row.
 #[derive(Debug, Clone, PartialEq)]

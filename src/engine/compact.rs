@@ -10,7 +10,7 @@
 
 use super::chunks::{self, Chunk};
 use super::{window_of, GRACE_MS};
-use crate::store::{Result, StoreError};
+use crate::db_error::{Result, StoreError};
 use postgres::{Client, IsolationLevel};
 use std::collections::BTreeMap;
 

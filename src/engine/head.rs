@@ -4,8 +4,9 @@
 //! fences (HA lease, advisory tenure) are checked inside the same transaction.
 
 use super::PG_EPOCH_MS;
-use crate::advisory::LockFence;
-use crate::store::{check_lock, Result, StoreError, SERIES_REMOVAL_LOCK_KEY};
+use crate::db_error::{Result, StoreError};
+use crate::fence::{Fence, LockFence};
+use crate::store::{check_lock, SERIES_REMOVAL_LOCK_KEY};
 use postgres::error::SqlState;
 use postgres::Client;
 use std::io::Write;
@@ -53,16 +54,6 @@ pub enum InsertPath {
 /// Whether an error means a sample's day has no partition (e.g. dropped meanwhile).
 pub fn is_missing_partition(e: &StoreError) -> bool {
     e.is(&SqlState::CHECK_VIOLATION) && e.message.contains("no partition")
-}
-
-/// An HA leader's claim, checked inside the inserting transaction: `replica` must lead
-/// `cluster` and `min_ms` must lie in its lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fence<'a> {
-    pub cluster: &'a str,
-    pub replica: &'a str,
-    pub min_ms: i64,
-    pub max_ms: i64,
 }
 
 /// What the checks inside an insert transaction found: per advisory-lock fence whether its

@@ -3,7 +3,7 @@
 
 use super::chunks;
 use super::WINDOW_MS;
-use crate::store::Result;
+use crate::db_error::Result;
 
 /// Calls `on_row(series id, ms, value)` for each sample of the given series in
 /// `[start_ms, end_ms]`, ordered by series then time; the value's bits are as stored.
@@ -22,8 +22,10 @@ pub fn stream_samples(
     let window_floor = start_ms.saturating_sub(WINDOW_MS);
     let params: [&(dyn postgres::types::ToSql + Sync); 4] =
         [&series_ids, &start_ms, &end_ms, &window_floor];
-    // Chunks come first within a series (src 0), so on an equal time (which the engine
-    // never stores, but a reader must not show twice) the chunk's sample is the one kept.
+    // Ordered by series, then by time (a chunk by its window start): both branches follow
+    // their primary keys, so PostgreSQL merges two index scans instead of sorting. Within a
+    // series the samples are sorted here; on an equal time (which the engine never stores,
+    // but a reader must not show twice) the chunk's sample (src 0) is the one kept.
     let mut rows = client.query_raw(
         "SELECT series_id, 0 AS src, start_time AS t, data, NULL::float8 AS value
            FROM promgres.chunks
@@ -37,25 +39,26 @@ pub fn stream_samples(
           WHERE series_id = ANY($1)
             AND time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
             AND time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
-          ORDER BY 1, 2, 3",
+          ORDER BY 1, 3",
         params,
     )?;
     let mut produced = 0usize;
     let mut current: Option<i64> = None;
-    let mut samples: Vec<(i64, f64)> = Vec::new();
-    let mut flush = |series: i64, samples: &mut Vec<(i64, f64)>, produced: &mut usize| -> bool {
-        samples.sort_by_key(|s| s.0); // stable: a chunk's sample stays ahead of a head row
-        samples.dedup_by_key(|s| s.0);
-        for &(t, v) in samples.iter() {
-            *produced += 1;
-            if *produced > max_rows {
-                return false;
+    let mut samples: Vec<(i64, i32, f64)> = Vec::new();
+    let mut flush =
+        |series: i64, samples: &mut Vec<(i64, i32, f64)>, produced: &mut usize| -> bool {
+            samples.sort_by_key(|s| (s.0, s.1));
+            samples.dedup_by_key(|s| s.0);
+            for &(t, _, v) in samples.iter() {
+                *produced += 1;
+                if *produced > max_rows {
+                    return false;
+                }
+                on_row(series, t, v);
             }
-            on_row(series, t, v);
-        }
-        samples.clear();
-        true
-    };
+            samples.clear();
+            true
+        };
     while let Some(row) = rows.next()? {
         let series: i64 = row.try_get(0)?;
         if current.is_some_and(|c| c != series) {
@@ -72,7 +75,8 @@ pub fn stream_samples(
             samples.extend(
                 chunks::decode(data)?
                     .into_iter()
-                    .filter(|s| s.0 >= start_ms && s.0 <= end_ms),
+                    .filter(|s| s.0 >= start_ms && s.0 <= end_ms)
+                    .map(|(t, v)| (t, 0, v)),
             );
         } else {
             let time: std::time::SystemTime = row.try_get(2)?;
@@ -80,7 +84,7 @@ pub fn stream_samples(
                 Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
                 Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
             };
-            samples.push((ms, row.try_get(4)?));
+            samples.push((ms, 1, row.try_get(4)?));
         }
         if produced + samples.len() > max_rows.saturating_add(1) {
             return Ok(false);

@@ -45,14 +45,22 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('promgres.ensure_partition'));
-    IF to_regclass(format('promgres_partitions.%I', part)) IS NOT NULL THEN
+    -- Re-check in pg_class itself, not through to_regclass: its name lookup may answer from
+    -- a cache entry (made by the check above) that taking an advisory lock does not refresh,
+    -- and would miss a partition another session created while we waited.
+    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'promgres_partitions' AND c.relname = part) THEN
         RETURN false;
     END IF;
     SET LOCAL lock_timeout = '10s';
-    EXECUTE format(
-        'CREATE TABLE promgres_partitions.%I (LIKE promgres.%I INCLUDING DEFAULTS INCLUDING STORAGE, '
-        'CHECK (%I >= %L AND %I < %L))',
-        part, parent, key_column, lower_bound, key_column, upper_bound);
+    BEGIN
+        EXECUTE format(
+            'CREATE TABLE promgres_partitions.%I (LIKE promgres.%I INCLUDING DEFAULTS INCLUDING STORAGE, '
+            'CHECK (%I >= %L AND %I < %L))',
+            part, parent, key_column, lower_bound, key_column, upper_bound);
+    EXCEPTION WHEN duplicate_table THEN
+        RETURN false;
+    END;
     EXECUTE format(
         'ALTER TABLE promgres.%I ATTACH PARTITION promgres_partitions.%I FOR VALUES FROM (%L) TO (%L)',
         parent, part, lower_bound, upper_bound);

@@ -416,3 +416,97 @@ fn sql_and_rust_decoders_agree_on_every_kind_of_value() {
         "the Rust decoder is bit-exact"
     );
 }
+
+#[test]
+fn every_instance_compacts_in_the_background_at_start_and_shares_the_work() {
+    let db = TestDb::new("engine_background");
+    promgres::server::migrate(&db.config()).expect("migrate");
+    let mut c = db.client();
+    let start = db_now(&mut c) - 330 * MIN;
+    {
+        // Written through one instance, then that instance stops.
+        let server =
+            promgres::server::Server::start(&promgres::config::Config::for_database(db.config()))
+                .expect("start");
+        let reply = post_write(server.addr(), &encode(&history(start)));
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        assert!(server.shutdown(Duration::from_secs(10)));
+    }
+    let before = sql_samples(&mut c);
+    assert_eq!(head_rows(&mut c), 1200);
+    // Two instances start on the database: their maintenance threads compact at start,
+    // each range once.
+    let servers: Vec<_> = (0..2)
+        .map(|_| {
+            promgres::server::Server::start(&promgres::config::Config::for_database(db.config()))
+                .expect("start")
+        })
+        .collect();
+    let folded = wait_for(Duration::from_secs(30), || {
+        (head_rows(&mut c) == 0).then_some(())
+    });
+    assert!(folded.is_some(), "head rows left: {}", head_rows(&mut c));
+    assert_eq!(sql_samples(&mut c), before);
+    let total = || -> f64 {
+        servers
+            .iter()
+            .map(|s| {
+                let text = get(s.addr(), "/metrics").body;
+                metric_value(&text, "promgres_compaction_samples_total")
+            })
+            .sum()
+    };
+    // The metric is added when a pass ends, a moment after its last commit.
+    let counted = wait_for(Duration::from_secs(10), || {
+        (total() >= 1200.0).then_some(())
+    });
+    assert!(counted.is_some(), "counted {}", total());
+    assert_eq!(
+        total(),
+        1200.0,
+        "the instances folded every sample once between them"
+    );
+    for s in servers {
+        assert!(s.shutdown(Duration::from_secs(10)));
+    }
+}
+
+#[test]
+fn partitions_created_by_many_sessions_at_once_never_collide() {
+    let db = TestDb::new("engine_partitions");
+    promgres::server::migrate(&db.config()).expect("migrate");
+    let today = (now_ms() / 86_400_000) as i32;
+    for round in 0..3 {
+        let days: Vec<i32> = (0..30).map(|d| today - 100 * (round + 1) + d).collect();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (uri, days) = (db.uri(), days.clone());
+                std::thread::spawn(move || {
+                    let mut c = postgres::Client::connect(&uri, postgres::NoTls).expect("connect");
+                    promgres::store::ensure_partitions(&mut c, &days)
+                        .and_then(|_| {
+                            for d in &days {
+                                c.execute(
+                                    "SELECT promgres.ensure_chunk_partition(DATE '1970-01-01' + $1::int4)",
+                                    &[d],
+                                )?;
+                            }
+                            Ok(())
+                        })
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread").expect("no collision");
+        }
+    }
+    let mut c = db.client();
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'promgres.chunks'::regclass"
+        ),
+        90
+    );
+}

@@ -324,3 +324,10 @@ END
 $$;
 
 SELECT count(promgres.create_metric_view(view_name, name)) FROM promgres.metrics;
+
+-- Days holding head rows that may be older than the compaction cutoff, marked by the insert
+-- that stored them (late samples), so the half-hourly compaction sweep visits only those.
+CREATE TABLE promgres.compaction_pending (
+    day       integer     PRIMARY KEY,  -- days since 1970-01-01 (UTC)
+    marked_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);

@@ -604,7 +604,7 @@ pub fn compact_now(db: &postgres::Config, bounds: &SessionBounds) -> store::Resu
     let cutoff = engine::cutoff_ms(store::database_clock_ms(&mut client)?);
     let started = Instant::now();
     let mut last = Instant::now();
-    let stats = engine::compact(&mut client, cutoff, &mut |stats| {
+    let stats = engine::compact(&mut client, cutoff, engine::Scope::AllDays, &mut |stats| {
         if last.elapsed() >= Duration::from_secs(5) {
             last = Instant::now();
             println!(
@@ -620,13 +620,14 @@ pub fn compact_now(db: &postgres::Config, bounds: &SessionBounds) -> store::Resu
     Ok(())
 }
 
-/// How often a compaction pass runs when its cutoff has not moved (to fold late samples).
-const COMPACTION_SWEEP_INTERVAL: Duration = Duration::from_secs(1800);
+/// How often a compaction sweep runs when the cutoff has not moved: it folds late samples,
+/// visiting only the days writers marked, so it is cheap.
+const COMPACTION_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 /// How often the maintenance thread asks whether a pass is due.
 const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// When compaction runs: as soon as the cutoff (a window start, by the database clock)
-/// moved, and every half hour besides, for late samples.
+/// moved, and every five minutes besides, for late samples.
 #[derive(Default)]
 struct CompactionSchedule {
     checked: Option<Instant>,
@@ -674,7 +675,14 @@ impl CompactionSchedule {
                 engine::compact::progress_line(stats, started.elapsed())
             );
         };
-        match db.with_client(|c| engine::compact(c, cutoff, &mut report)) {
+        // A closed window (or the first pass) visits every head day; sweeps in between only
+        // the days writers marked with late samples.
+        let scope = if moved {
+            engine::Scope::AllDays
+        } else {
+            engine::Scope::Pending
+        };
+        match db.with_client(|c| engine::compact(c, cutoff, scope, &mut report)) {
             Ok(stats) => {
                 metrics.compaction_samples.add(stats.samples);
                 metrics.compaction_chunks.add(stats.chunks);

@@ -20,7 +20,7 @@ fn db_now(c: &mut postgres::Client) -> i64 {
 
 fn compact(c: &mut postgres::Client) -> engine::CompactionStats {
     let cutoff = engine::cutoff_ms(db_now(c));
-    engine::compact(c, cutoff, &mut |_| {}).expect("compaction pass")
+    engine::compact(c, cutoff, engine::Scope::AllDays, &mut |_| {}).expect("compaction pass")
 }
 
 /// Every sample SQL shows: (series id, ms, bits), ordered.
@@ -242,7 +242,7 @@ fn compaction_racing_resends_and_a_killed_pass_never_lose_or_double() {
         }
     });
     let cutoff = engine::cutoff_ms(db_now(&mut c));
-    let _ = engine::compact(&mut victim, cutoff, &mut |_| {});
+    let _ = engine::compact(&mut victim, cutoff, engine::Scope::AllDays, &mut |_| {});
     killer.join().expect("killer");
     let after_kill = sql_samples(&mut c);
     assert_eq!(
@@ -258,7 +258,12 @@ fn compaction_racing_resends_and_a_killed_pass_never_lose_or_double() {
             for _ in 0..20 {
                 let now = promgres::store::database_clock_ms(&mut k).expect("clock");
                 // Serialization failures against a racing writer are expected: retried.
-                let _ = engine::compact(&mut k, engine::cutoff_ms(now), &mut |_| {});
+                let _ = engine::compact(
+                    &mut k,
+                    engine::cutoff_ms(now),
+                    engine::Scope::AllDays,
+                    &mut |_| {},
+                );
             }
         }
     });
@@ -509,4 +514,36 @@ fn partitions_created_by_many_sessions_at_once_never_collide() {
         ),
         90
     );
+}
+
+#[test]
+fn sweeps_visit_only_the_days_late_samples_marked() {
+    let run = Running::start("engine_sweep");
+    let mut c = run.db.client();
+    let start = db_now(&mut c) - 330 * MIN;
+    assert_eq!(run.write(&history(start)).status, 204);
+    compact(&mut c);
+    let cutoff = engine::cutoff_ms(db_now(&mut c));
+    let pending =
+        |c: &mut postgres::Client| count(c, "SELECT count(*) FROM promgres.compaction_pending");
+    assert_eq!(pending(&mut c), 0, "a full pass clears the marks");
+    let idle = engine::compact(&mut c, cutoff, engine::Scope::Pending, &mut |_| {}).expect("sweep");
+    assert_eq!(
+        idle.ranges_total, 0,
+        "{idle:?}: nothing marked, nothing read"
+    );
+
+    let late = write_request(vec![series(
+        &[("__name__", "engine_counter"), ("job", "a")],
+        &[(start + 20 * 15_000 + 1, 99.5)],
+    )]);
+    assert_eq!(run.write(&late).status, 204);
+    assert_eq!(pending(&mut c), 1, "the late sample's day is marked");
+    let with_late = sql_samples(&mut c);
+    let swept =
+        engine::compact(&mut c, cutoff, engine::Scope::Pending, &mut |_| {}).expect("sweep");
+    assert_eq!((swept.samples, swept.rewritten), (1, 1), "{swept:?}");
+    assert_eq!(pending(&mut c), 0);
+    assert_eq!(head_rows(&mut c), 0);
+    assert_eq!(sql_samples(&mut c), with_late);
 }

@@ -774,7 +774,13 @@ fn compacted_chunks_read_back_identical_in_both_response_types() {
     );
 
     let cutoff = promgres::engine::cutoff_ms(now);
-    let stats = promgres::engine::compact(&mut c, cutoff, &mut |_| {}).expect("compaction");
+    let stats = promgres::engine::compact(
+        &mut c,
+        cutoff,
+        promgres::engine::Scope::AllDays,
+        &mut |_| {},
+    )
+    .expect("compaction");
     assert!(stats.chunks >= 4, "{stats:?}");
     assert_eq!(read_samples(run.addr, from, to, all()), rows_samples);
     assert_eq!(read_streamed(run.addr, from, to, all()), rows_samples);

@@ -75,13 +75,26 @@ fn head_days(client: &mut Client, cutoff: i64) -> Result<Vec<i32>> {
     Ok(days)
 }
 
-/// One compaction pass over every head row older than `cutoff` (normally
-/// [`cutoff_ms`] of the database clock; a later cutoff is only safe on an idle database, as
-/// writers check for compacted duplicates only below the normal cutoff). `progress` is
-/// called after each range.
+/// Which head days a pass visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every head partition older than the cutoff (a cheap check skips empty ones): at start,
+    /// when a window closes, and for `promgres compact`.
+    AllDays,
+    /// Only the days writers marked in `promgres.compaction_pending` because they stored
+    /// samples there that may be older than the cutoff (late samples): the half-hourly sweep,
+    /// which thus never reads head partitions for nothing.
+    Pending,
+}
+
+/// One compaction pass over the head rows older than `cutoff` (normally [`cutoff_ms`] of
+/// the database clock; a later cutoff is only safe on an idle database, as writers check for
+/// compacted duplicates only below the normal cutoff) in the days `scope` names. `progress`
+/// is called after each range.
 pub fn compact(
     client: &mut Client,
     cutoff: i64,
+    scope: Scope,
     progress: &mut dyn FnMut(&CompactionStats),
 ) -> Result<CompactionStats> {
     let mut stats = CompactionStats::default();
@@ -93,8 +106,26 @@ pub fn compact(
     if hi < lo {
         return Ok(stats);
     }
+    let days = match scope {
+        Scope::AllDays => head_days(client, cutoff)?,
+        Scope::Pending => client
+            .query(
+                "SELECT day FROM promgres.compaction_pending
+                  WHERE day::int8 * 86400000 < $1 ORDER BY day",
+                &[&cutoff],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()?,
+    };
     let mut slices = Vec::new();
-    for day in head_days(client, cutoff)? {
+    for day in days {
+        // The mark goes first, in its own transaction: a late sample committed after this
+        // marks the day again, one committed before is read by the range transactions below.
+        client.execute(
+            "DELETE FROM promgres.compaction_pending WHERE day = $1",
+            &[&day],
+        )?;
         let from = i64::from(day) * DAY_MS;
         let to = (from + DAY_MS).min(cutoff);
         // Skip days with nothing left to fold (the common case for all but the newest).

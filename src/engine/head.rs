@@ -204,6 +204,20 @@ fn insert_attempt(
         .filter(|r| r.timestamp_ms < late_before_ms)
         .collect();
     if !late.is_empty() {
+        // Mark the days for the compaction sweep. DO NOTHING: once a day is marked, later
+        // writers pass without taking its row lock, so a Prometheus catching up on hours of
+        // backlog does not serialise its writers here.
+        let mut days: Vec<i32> = late
+            .iter()
+            .map(|r| i32::try_from(r.timestamp_ms.div_euclid(86_400_000)).unwrap_or(i32::MIN))
+            .collect();
+        days.sort_unstable();
+        days.dedup();
+        tx.execute(
+            "INSERT INTO promgres.compaction_pending (day) SELECT unnest($1::int4[])
+             ON CONFLICT (day) DO NOTHING",
+            &[&days],
+        )?;
         let found = crate::engine::chunks::drop_compacted_duplicates(&mut tx, &late)?;
         inserted.stored = inserted
             .stored

@@ -16,7 +16,7 @@ pub mod compact;
 pub mod head;
 pub mod read;
 
-pub use compact::{compact, cutoff_ms, CompactionStats};
+pub use compact::{compact, cutoff_ms, CompactionStats, Scope};
 pub use read::stream_samples;
 
 /// Chunks cover aligned windows of this length (like Prometheus's two-hour blocks): at a

@@ -708,8 +708,13 @@ fn promgres_storage(
     let cutoff = promgres::engine::cutoff_ms(
         promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
     );
-    let stats =
-        promgres::engine::compact(&mut c, cutoff, &mut |_| {}).map_err(|e| e.to_string())?;
+    let stats = promgres::engine::compact(
+        &mut c,
+        cutoff,
+        promgres::engine::Scope::AllDays,
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
     let compact_secs = started.elapsed().as_secs_f64();
     let compact_cpu = cpu_seconds(std::process::id()) - cpu_before;
     let compact_pg_cpu = postgres_cpu_seconds() - pg_before;
@@ -968,7 +973,13 @@ fn bench_reads_chunks(admin: &str, results: &mut Results, quick: bool) -> Result
     let cutoff = promgres::engine::cutoff_ms(
         promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
     );
-    promgres::engine::compact(&mut c, cutoff, &mut |_| {}).map_err(|e| e.to_string())?;
+    promgres::engine::compact(
+        &mut c,
+        cutoff,
+        promgres::engine::Scope::AllDays,
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
     let (chunks_ms, got_after) = read_latency(server.addr, start, end, matchers, 5)?;
     if got != n as usize || got_after != n as usize {
         return Err(format!("read {got} then {got_after} of {n} samples"));

@@ -1,8 +1,10 @@
 //! promgres: long-term storage for Prometheus in PostgreSQL.
 //!
 //! Data flows one way: `http` (transport) -> `decode` (remote-write parsing and validation)
-//! -> `queue` -> `writer` (pool of PostgreSQL writers) -> `store` (all SQL). `server` wires the
-//! stages together; ARCHITECTURE.md has the map and the invariants.
+//! -> `ingest` (the write path's entry point: HA routing, commit wait) -> `queue` -> `writer`
+//! (pool of PostgreSQL writers) -> `engine` (head rows, compaction into chunks, reads; every
+//! statement about samples) with `store` (series, leases, partitions, migrations). `server`
+//! wires the stages together; ARCHITECTURE.md has the map and the invariants.
 
 pub mod advisory;
 pub mod clock;

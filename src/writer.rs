@@ -7,7 +7,8 @@
 //! samples and commit. Only after the commit is any job answered Ok.
 
 use crate::decode::{LabelSet, Metadata, SeriesSamples};
-use crate::engine::head::{self, InsertPath, SampleRow};
+use crate::engine::head::{self, InsertPath};
+use crate::engine::SampleRow;
 use crate::fence::LockFence;
 use crate::metrics::Metrics;
 use crate::pg_session::{self, SessionBounds};

@@ -2,8 +2,7 @@
 //! samples of that window encoded by [`super::codec`]. This module encodes them for COPY, fetches and decodes them, and keeps a late
 //! head sample from repeating a time its chunk holds.
 
-use super::head::{Inserted, SampleRow};
-use super::{window_of, PG_EPOCH_MS};
+use super::{window_of, Inserted, SampleRow, PG_EPOCH_MS};
 use crate::db_error::{Result, StoreError};
 
 /// A decoded chunk row.

@@ -3,21 +3,13 @@
 //! rows; [`crate::engine::chunks::drop_compacted_duplicates`] decides it against chunks. The
 //! fences (HA lease, advisory tenure) are checked inside the same transaction.
 
-use super::PG_EPOCH_MS;
+use super::{Inserted, SampleRow, PG_EPOCH_MS};
 use crate::db_error::{Result, StoreError};
 use crate::fence::{Fence, LockFence};
 use crate::store::{check_lock, SERIES_REMOVAL_LOCK_KEY};
 use postgres::error::SqlState;
 use postgres::Client;
 use std::io::Write;
-
-/// One row of promgres.samples.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SampleRow {
-    pub series_id: i64,
-    pub timestamp_ms: i64,
-    pub value: f64,
-}
 
 /// Encodes rows in PostgreSQL's binary COPY format: three int64-sized fields per row, the
 /// float's bits copied as they are, so NaN payloads such as stale markers survive.
@@ -73,18 +65,6 @@ pub struct Verdicts {
 pub struct SeriesIds<'a> {
     pub generation: i64,
     pub ids: &'a [i64],
-}
-
-/// What an insert transaction stored, by the time it committed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Inserted {
-    /// Samples new to the database.
-    pub stored: usize,
-    /// Samples whose (series, time) was stored already with the same bits (a resend).
-    pub identical: usize,
-    /// Samples whose (series, time) was stored already with other bits: the first value
-    /// stays, this one is dropped and counted.
-    pub conflicting: usize,
 }
 
 /// Inserts samples in one transaction and returns the verdicts of its fences and what it

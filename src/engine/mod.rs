@@ -4,7 +4,7 @@
 //! A committed sample first lives in the head (`promgres.samples`, a row per sample, the
 //! primary key deciding exactly-once). Compaction folds head rows whose two-hour window
 //! closed more than [`GRACE_MS`] ago into one chunk per (series, window) in
-//! `promgres.chunks` (a Prometheus XOR chunk, about 1-2 bytes a sample), deleting the rows
+//! `promgres.chunks` (encoded by [`codec`], about 1-2 bytes a sample), deleting the rows
 //! in the same transaction. A (series, time) is therefore in the head or in a chunk, never
 //! both: the insert transaction removes the rare late sample whose chunk already holds its
 //! time ([`drop_compacted_duplicates`]). Reads merge chunks and head rows ([`read`]).
@@ -15,9 +15,28 @@ pub mod codec;
 pub mod compact;
 pub mod head;
 pub mod read;
-
 pub use compact::{compact, cutoff_ms, CompactionStats, Scope};
 pub use read::stream_samples;
+
+/// A sample on its way into the engine: its series id, time and value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRow {
+    pub series_id: i64,
+    pub timestamp_ms: i64,
+    pub value: f64,
+}
+
+/// What an insert transaction stored, by the time it committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    /// Samples new to the database.
+    pub stored: usize,
+    /// Samples whose (series, time) was stored already with the same bits (a resend).
+    pub identical: usize,
+    /// Samples whose (series, time) was stored already with other bits: the first value
+    /// stays, this one is dropped and counted.
+    pub conflicting: usize,
+}
 
 /// Chunks cover aligned windows of this length (like Prometheus's two-hour blocks): at a
 /// 15 s scrape interval a chunk holds 480 samples, so the row and index cost of a chunk is
@@ -35,8 +54,6 @@ pub(crate) const PG_EPOCH_MS: i64 = 946_684_800_000;
 pub fn window_of(ms: i64) -> i64 {
     ms.div_euclid(WINDOW_MS) * WINDOW_MS
 }
-
-pub use chunks::drop_compacted_duplicates;
 
 /// How far the database clock estimate may be off before a writer could miss a compacted
 /// window (the estimate is re-read every few seconds).

@@ -10,7 +10,7 @@ use crate::loadgen::{self, Workload};
 use crate::{nodedata, peers};
 use promgres::clock::Clock;
 use promgres::decode::{self, Limits};
-use promgres::engine::head::{self, SampleRow};
+use promgres::engine::{head, SampleRow};
 use promgres::ha::{Election, HaConfig, Lease, LeaseStore};
 use promgres::metrics::Metrics;
 use promgres::proto;

@@ -547,3 +547,22 @@ fn sweeps_visit_only_the_days_late_samples_marked() {
     assert_eq!(head_rows(&mut c), 0);
     assert_eq!(sql_samples(&mut c), with_late);
 }
+
+#[test]
+fn a_range_with_too_many_rows_is_split_down_to_one_series() {
+    let run = Running::start("engine_split");
+    let mut c = run.db.client();
+    let start = db_now(&mut c) - 330 * MIN;
+    assert_eq!(run.write(&history(start)).status, 204);
+    let before = sql_samples(&mut c);
+    let cutoff = engine::cutoff_ms(db_now(&mut c));
+    // 600 rows per series, at most 100 per transaction: every range splits to single series,
+    // which are done whole.
+    let stats =
+        engine::compact::compact_bounded(&mut c, cutoff, engine::Scope::AllDays, 100, &mut |_| {})
+            .expect("compaction");
+    assert_eq!(stats.samples, 1200, "{stats:?}");
+    assert_eq!(head_rows(&mut c), 0);
+    assert_eq!(sql_samples(&mut c), before);
+    assert_eq!(read_samples(&mut c), before);
+}

@@ -97,6 +97,17 @@ pub fn compact(
     scope: Scope,
     progress: &mut dyn FnMut(&CompactionStats),
 ) -> Result<CompactionStats> {
+    compact_bounded(client, cutoff, scope, MAX_ROWS_PER_TX, progress)
+}
+
+/// [`compact`] with another bound on the head rows one transaction reads.
+pub fn compact_bounded(
+    client: &mut Client,
+    cutoff: i64,
+    scope: Scope,
+    max_rows: u64,
+    progress: &mut dyn FnMut(&CompactionStats),
+) -> Result<CompactionStats> {
     let mut stats = CompactionStats::default();
     let row = client.query_one(
         "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM promgres.series",
@@ -146,11 +157,50 @@ pub fn compact(
     for (from, to) in slices {
         for r in 0..ranges {
             let first = lo + r * SERIES_PER_TX;
-            compact_range(client, first, first + SERIES_PER_TX, from, to, &mut stats)?;
+            compact_span(
+                client,
+                first,
+                first + SERIES_PER_TX,
+                from,
+                to,
+                max_rows,
+                &mut stats,
+            )?;
             progress(&stats);
         }
     }
     Ok(stats)
+}
+
+/// Head rows one compaction transaction reads at most (about 16 bytes each in memory, and
+/// the encoding time a transaction sits idle): a range holding more (dense series, or a day
+/// of an upgraded database) is split in halves, down to one series.
+const MAX_ROWS_PER_TX: u64 = 1_000_000;
+
+/// Compacts series ids `[first, end)`, splitting the range while it holds too many rows.
+fn compact_span(
+    client: &mut Client,
+    first: i64,
+    end: i64,
+    from: i64,
+    to: i64,
+    max_rows: u64,
+    stats: &mut CompactionStats,
+) -> Result<()> {
+    let limit = if end - first > 1 { max_rows } else { u64::MAX };
+    if compact_range(client, first, end, from, to, limit, stats)? == Range::TooBig {
+        let mid = first + (end - first) / 2;
+        compact_span(client, first, mid, from, to, max_rows, stats)?;
+        compact_span(client, mid, end, from, to, max_rows, stats)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    Done,
+    /// More than the row limit: rolled back, nothing done.
+    TooBig,
 }
 
 /// Folds the head rows of series ids `[first, end)` with times in `[from, to)` into chunks,
@@ -161,8 +211,9 @@ fn compact_range(
     end: i64,
     from: i64,
     to: i64,
+    limit: u64,
     stats: &mut CompactionStats,
-) -> Result<()> {
+) -> Result<Range> {
     use postgres::fallible_iterator::FallibleIterator;
     // Chunk partitions first, in their own short transactions: creating one takes the
     // partition-creation lock, which writers creating head partitions also take.
@@ -188,15 +239,18 @@ fn compact_range(
         .try_get(0)?;
     if !locked {
         stats.ranges_skipped += 1;
-        return Ok(());
+        return Ok(Range::Done);
     }
-    let params: [&(dyn postgres::types::ToSql + Sync); 4] = [&first, &end, &from, &to];
+    // One row past the limit says "too big" without the server sending the rest.
+    let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let params: [&(dyn postgres::types::ToSql + Sync); 5] = [&first, &end, &from, &to, &fetch];
     let mut rows = tx.query_raw(
         "SELECT series_id, time, value FROM promgres.samples
           WHERE series_id >= $1 AND series_id < $2
             AND time >= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
             AND time < timestamptz 'epoch' + $4::int8 * interval '1 millisecond'
-          ORDER BY series_id, time",
+          ORDER BY series_id, time
+          LIMIT $5",
         params,
     )?;
     let mut groups: BTreeMap<(i64, i64), Vec<(i64, f64)>> = BTreeMap::new();
@@ -209,12 +263,16 @@ fn compact_range(
             .or_default()
             .push((ms, row.try_get(2)?));
         read += 1;
+        if read > limit {
+            // Dropping the transaction rolls it back; the caller splits the range.
+            return Ok(Range::TooBig);
+        }
     }
     drop(rows);
     if read == 0 {
         tx.commit()?;
         stats.ranges_done += 1;
-        return Ok(());
+        return Ok(Range::Done);
     }
     let keys: Vec<(i64, i64)> = groups.keys().copied().collect();
     let existing = chunks::fetch(&mut tx, &keys)?;
@@ -271,7 +329,7 @@ fn compact_range(
     stats.chunks += written.len() as u64;
     stats.rewritten += rewritten.len() as u64;
     stats.ranges_done += 1;
-    Ok(())
+    Ok(Range::Done)
 }
 
 /// Gives back the space of head partitions compaction emptied: VACUUM truncates their

@@ -10,7 +10,8 @@ use std::time::Duration;
 fn partitions(c: &mut postgres::Client) -> Vec<String> {
     c.query(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-          WHERE i.inhparent = 'promgres.samples'::regclass ORDER BY 1",
+          WHERE i.inhparent IN ('promgres.samples'::regclass, 'promgres.chunks'::regclass)
+          ORDER BY 1",
         &[],
     )
     .expect("partitions")
@@ -34,15 +35,25 @@ fn old_partitions_are_dropped_and_recent_data_stays() {
              (-1, now() - interval '1 day', 3)",
     )
     .expect("old rows");
+    // Chunk partitions of the same days go too.
+    for d in [today - 10, today - 5, today - 1] {
+        c.execute(
+            "SELECT promgres.ensure_chunk_partition(DATE '1970-01-01' + $1::int4)",
+            &[&d],
+        )
+        .expect("chunk partition");
+    }
     let old: Vec<String> = [today - 10, today - 5]
         .iter()
-        .map(|d| {
-            c.query_one(
-                "SELECT 'samples_' || to_char(DATE '1970-01-01' + $1::int4, 'YYYYMMDD')",
-                &[d],
-            )
-            .expect("name")
-            .get(0)
+        .flat_map(|d| {
+            ["samples_", "chunks_"].map(|prefix| {
+                c.query_one(
+                    "SELECT $2::text || to_char(DATE '1970-01-01' + $1::int4, 'YYYYMMDD')",
+                    &[d, &prefix],
+                )
+                .expect("name")
+                .get(0)
+            })
         })
         .collect();
     // A long-running read must not stop retention or ingest.

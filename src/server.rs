@@ -612,11 +612,15 @@ pub fn compact_now(db: &postgres::Config, bounds: &SessionBounds) -> store::Resu
                 engine::compact::progress_line(stats, started.elapsed())
             );
         }
+        true
     })?;
     println!(
         "compact: done: {}",
         engine::compact::progress_line(&stats, started.elapsed())
     );
+    for name in engine::compact::reclaim_head(&mut client)? {
+        println!("compact: reclaimed emptied head partition {name}");
+    }
     Ok(())
 }
 
@@ -665,15 +669,20 @@ impl CompactionSchedule {
         let started = Instant::now();
         let metrics = &shared.metrics;
         let mut last_log = Instant::now();
+        // Returns false at shutdown, which ends the pass after the range in hand (a pass
+        // over an upgraded database can take hours; SIGTERM must not wait for it).
         let mut report = |stats: &engine::CompactionStats| {
-            if stopping.load(Ordering::Relaxed) || last_log.elapsed() < Duration::from_secs(10) {
-                return;
+            if stopping.load(Ordering::Relaxed) {
+                return false;
             }
-            last_log = Instant::now();
-            log::info!(
-                "compaction: {}",
-                engine::compact::progress_line(stats, started.elapsed())
-            );
+            if last_log.elapsed() >= Duration::from_secs(10) {
+                last_log = Instant::now();
+                log::info!(
+                    "compaction: {}",
+                    engine::compact::progress_line(stats, started.elapsed())
+                );
+            }
+            true
         };
         // A closed window (or the first pass) visits every head day; sweeps in between only
         // the days writers marked with late samples.

@@ -20,7 +20,7 @@ fn db_now(c: &mut postgres::Client) -> i64 {
 
 fn compact(c: &mut postgres::Client) -> engine::CompactionStats {
     let cutoff = engine::cutoff_ms(db_now(c));
-    engine::compact(c, cutoff, engine::Scope::AllDays, &mut |_| {}).expect("compaction pass")
+    engine::compact(c, cutoff, engine::Scope::AllDays, &mut |_| true).expect("compaction pass")
 }
 
 /// Every sample SQL shows: (series id, ms, bits), ordered.
@@ -242,7 +242,7 @@ fn compaction_racing_resends_and_a_killed_pass_never_lose_or_double() {
         }
     });
     let cutoff = engine::cutoff_ms(db_now(&mut c));
-    let _ = engine::compact(&mut victim, cutoff, engine::Scope::AllDays, &mut |_| {});
+    let _ = engine::compact(&mut victim, cutoff, engine::Scope::AllDays, &mut |_| true);
     killer.join().expect("killer");
     let after_kill = sql_samples(&mut c);
     assert_eq!(
@@ -262,7 +262,7 @@ fn compaction_racing_resends_and_a_killed_pass_never_lose_or_double() {
                     &mut k,
                     engine::cutoff_ms(now),
                     engine::Scope::AllDays,
-                    &mut |_| {},
+                    &mut |_| true,
                 );
             }
         }
@@ -527,7 +527,8 @@ fn sweeps_visit_only_the_days_late_samples_marked() {
     let pending =
         |c: &mut postgres::Client| count(c, "SELECT count(*) FROM promgres.compaction_pending");
     assert_eq!(pending(&mut c), 0, "a full pass clears the marks");
-    let idle = engine::compact(&mut c, cutoff, engine::Scope::Pending, &mut |_| {}).expect("sweep");
+    let idle =
+        engine::compact(&mut c, cutoff, engine::Scope::Pending, &mut |_| true).expect("sweep");
     assert_eq!(
         idle.ranges_total, 0,
         "{idle:?}: nothing marked, nothing read"
@@ -541,7 +542,7 @@ fn sweeps_visit_only_the_days_late_samples_marked() {
     assert_eq!(pending(&mut c), 1, "the late sample's day is marked");
     let with_late = sql_samples(&mut c);
     let swept =
-        engine::compact(&mut c, cutoff, engine::Scope::Pending, &mut |_| {}).expect("sweep");
+        engine::compact(&mut c, cutoff, engine::Scope::Pending, &mut |_| true).expect("sweep");
     assert_eq!((swept.samples, swept.rewritten), (1, 1), "{swept:?}");
     assert_eq!(pending(&mut c), 0);
     assert_eq!(head_rows(&mut c), 0);
@@ -559,8 +560,10 @@ fn a_range_with_too_many_rows_is_split_down_to_one_series() {
     // 600 rows per series, at most 100 per transaction: every range splits to single series,
     // which are done whole.
     let stats =
-        engine::compact::compact_bounded(&mut c, cutoff, engine::Scope::AllDays, 100, &mut |_| {})
-            .expect("compaction");
+        engine::compact::compact_bounded(&mut c, cutoff, engine::Scope::AllDays, 100, &mut |_| {
+            true
+        })
+        .expect("compaction");
     assert_eq!(stats.samples, 1200, "{stats:?}");
     assert_eq!(head_rows(&mut c), 0);
     assert_eq!(sql_samples(&mut c), before);

@@ -778,7 +778,7 @@ fn compacted_chunks_read_back_identical_in_both_response_types() {
         &mut c,
         cutoff,
         promgres::engine::Scope::AllDays,
-        &mut |_| {},
+        &mut |_| true,
     )
     .expect("compaction");
     assert!(stats.chunks >= 4, "{stats:?}");

@@ -90,12 +90,13 @@ pub enum Scope {
 /// One compaction pass over the head rows older than `cutoff` (normally [`cutoff_ms`] of
 /// the database clock; a later cutoff is only safe on an idle database, as writers check for
 /// compacted duplicates only below the normal cutoff) in the days `scope` names. `progress`
-/// is called after each range.
+/// is called after each range; when it returns false the pass stops there (shutdown): what
+/// is committed stays, the rest waits for the next pass.
 pub fn compact(
     client: &mut Client,
     cutoff: i64,
     scope: Scope,
-    progress: &mut dyn FnMut(&CompactionStats),
+    progress: &mut dyn FnMut(&CompactionStats) -> bool,
 ) -> Result<CompactionStats> {
     compact_bounded(client, cutoff, scope, MAX_ROWS_PER_TX, progress)
 }
@@ -106,7 +107,7 @@ pub fn compact_bounded(
     cutoff: i64,
     scope: Scope,
     max_rows: u64,
-    progress: &mut dyn FnMut(&CompactionStats),
+    progress: &mut dyn FnMut(&CompactionStats) -> bool,
 ) -> Result<CompactionStats> {
     let mut stats = CompactionStats::default();
     let row = client.query_one(

@@ -712,7 +712,7 @@ fn promgres_storage(
         &mut c,
         cutoff,
         promgres::engine::Scope::AllDays,
-        &mut |_| {},
+        &mut |_| true,
     )
     .map_err(|e| e.to_string())?;
     let compact_secs = started.elapsed().as_secs_f64();
@@ -977,7 +977,7 @@ fn bench_reads_chunks(admin: &str, results: &mut Results, quick: bool) -> Result
         &mut c,
         cutoff,
         promgres::engine::Scope::AllDays,
-        &mut |_| {},
+        &mut |_| true,
     )
     .map_err(|e| e.to_string())?;
     let (chunks_ms, got_after) = read_latency(server.addr, start, end, matchers, 5)?;

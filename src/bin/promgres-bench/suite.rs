@@ -1010,7 +1010,10 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
         match only.as_str() {
             "storage" => bench_storage(admin, &mut results, quick)?,
             "peers" => bench_peers(admin, &mut results, quick)?,
-            _ => bench_reads_chunks(admin, &mut results, quick)?,
+            _ => {
+                bench_reads(admin, &mut results, quick)?;
+                bench_reads_chunks(admin, &mut results, quick)?
+            }
         }
         println!("\n| measurement | value |\n|---|---|\n{}", results.text());
         return Ok(());

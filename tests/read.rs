@@ -494,6 +494,26 @@ fn a_real_prometheus_answers_promql_over_data_only_promgres_holds() {
             .collect(),
     );
     assert_eq!(run.write(&req).status, 204);
+    // The same shape five hours back, compacted into chunks before Prometheus asks.
+    let old_t = t - 5 * 3_600_000;
+    let old = write_request(vec![series(
+        &[("__name__", "only_in_chunks"), ("job", "remote")],
+        &(0..20)
+            .map(|i| (old_t + i * 15_000, (1000 + i) as f64 / 4.0))
+            .collect::<Vec<_>>(),
+    )]);
+    assert_eq!(run.write(&old).status, 204);
+    let mut c = run.db.client();
+    let cutoff =
+        promgres::engine::cutoff_ms(promgres::store::database_clock_ms(&mut c).expect("clock"));
+    let folded = promgres::engine::compact(
+        &mut c,
+        cutoff,
+        promgres::engine::Scope::AllDays,
+        &mut |_| true,
+    )
+    .expect("compaction");
+    assert_eq!(folded.samples, 20, "{folded:?}");
     let config = format!(
         "global:\n  scrape_interval: 1m\nremote_read:\n  - url: http://{}/read\n    read_recent: true\n",
         run.addr
@@ -528,6 +548,11 @@ fn a_real_prometheus_answers_promql_over_data_only_promgres_holds() {
         body.contains("\"result\":[{"),
         "rate over remote data: {body}"
     );
+    // From chunks: the value at old_t + 10 scrapes is (1000 + 10) / 4.
+    let old_at = (old_t + 10 * 15_000) as f64 / 1000.0;
+    let path = format!("/api/v1/query?query=only_in_chunks&time={old_at}");
+    let body = request(addr, "GET", &path, &[], b"").expect("query").body;
+    assert!(body.contains("\"252.5\"]"), "PromQL over chunks: {body}");
 }
 
 /// 50 series of 20,000 samples each, 1 ms apart, ending a minute ago: a million rows, written

@@ -161,7 +161,7 @@ LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     pow10 double precision[] := '{1e0,1e1,1e2,1e3,1e4,1e5,1e6,1e7,1e8,1e9,1e10,1e11,1e12,1e13,1e14,1e15,1e16,1e17,1e18,1e19,1e20,1e21,1e22}';
     total integer;
-    pos bigint := 17;
+    pos bigint := 33;
     is_decimal boolean;
     ts bigint;
     gap bigint;
@@ -180,11 +180,11 @@ DECLARE
     nan_index integer := 0;
     i integer;
 BEGIN
-    IF data IS NULL OR octet_length(data) < 3 THEN
+    IF data IS NULL OR octet_length(data) < 5 THEN
         RETURN;
     END IF;
-    total := promgres.chunk_bits(data, 0, 16)::integer;
-    is_decimal := promgres.chunk_bits(data, 16, 1) = 1;
+    total := promgres.chunk_bits(data, 0, 32)::integer;
+    is_decimal := promgres.chunk_bits(data, 32, 1) = 1;
     ts := promgres.chunk_bits(data, pos, 64);
     gap := promgres.chunk_bits(data, pos + 64, 64);
     pos := pos + 128;

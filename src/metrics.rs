@@ -386,7 +386,7 @@ impl Metrics {
             ),
             (
                 "promgres_compaction_errors_total",
-                "Compaction passes that failed (rolled back; repeated next time).",
+                "Compaction passes, and ranges within passes, that failed (rolled back; repeated next time).",
                 self.compaction_errors.get(),
             ),
         ] {

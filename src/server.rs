@@ -654,11 +654,17 @@ impl CompactionSchedule {
             return;
         }
         self.checked = Some(Instant::now());
-        let now = clock.now();
-        if !now.trusted {
-            return;
-        }
-        let cutoff = engine::cutoff_ms(now.ms);
+        // The cutoff comes from the database's clock itself, not this host's estimate of it:
+        // writers check samples against chunks below the cutoff their own estimate gives
+        // plus a margin, and a compactor whose host clock ran ahead must not outrun that.
+        let db_now = match db.with_client(store::database_clock_ms) {
+            Ok(ms) => ms,
+            Err(e) => {
+                log::warn!("compaction: cannot read the database clock: {e}");
+                return;
+            }
+        };
+        let cutoff = engine::cutoff_ms(db_now);
         let moved = self.last_cutoff.is_none_or(|c| c < cutoff);
         let swept = self
             .last_pass
@@ -696,6 +702,7 @@ impl CompactionSchedule {
                 metrics.compaction_samples.add(stats.samples);
                 metrics.compaction_chunks.add(stats.chunks);
                 metrics.compaction_passes.add(1);
+                metrics.compaction_errors.add(stats.ranges_failed);
                 metrics
                     .compaction_pass_seconds
                     .set(started.elapsed().as_secs() as i64);

@@ -569,3 +569,53 @@ fn a_range_with_too_many_rows_is_split_down_to_one_series() {
     assert_eq!(sql_samples(&mut c), before);
     assert_eq!(read_samples(&mut c), before);
 }
+
+#[test]
+fn a_range_that_fails_is_left_for_the_next_pass_and_the_rest_is_done() {
+    let db = TestDb::new("engine_failing_range");
+    promgres::server::migrate(&db.config()).expect("migrate");
+    let mut c = db.client();
+    let t = db_now(&mut c) - 330 * MIN;
+    let day = t.div_euclid(86_400_000) as i32;
+    promgres::store::ensure_partitions(&mut c, &[day - 1, day, day + 1]).expect("partitions");
+    // 700 series: ids fall into two grid cells of 500.
+    c.batch_execute(
+        "INSERT INTO promgres.series (metric, labels, labels_hash)
+         SELECT 'm', jsonb_build_object('n', g), int8send(g) FROM generate_series(1, 700) g",
+    )
+    .expect("series");
+    let (lo, hi): (i64, i64) = {
+        let r = c
+            .query_one("SELECT min(id), max(id) FROM promgres.series", &[])
+            .expect("ids");
+        (r.get(0), r.get(1))
+    };
+    c.execute(
+        "INSERT INTO promgres.samples
+         SELECT s, timestamptz 'epoch' + ($1::int8 + k * 15000) * interval '1 ms', k
+           FROM unnest(ARRAY[$2::int8, $3::int8]) s, generate_series(0, 9) k",
+        &[&t, &lo, &hi],
+    )
+    .expect("rows");
+    // A chunk that does not decode where the first series' rows must merge.
+    promgres::engine::compact::ensure_chunk_partitions_for(&mut c, t).expect("chunk partition");
+    c.execute(
+        "INSERT INTO promgres.chunks VALUES
+             ($1, timestamptz 'epoch' + $2::int8 * interval '1 ms', now(), 3, '\\xff'::bytea, NULL)",
+        &[&lo, &engine::window_of(t)],
+    )
+    .expect("corrupt chunk");
+    let stats = compact(&mut c);
+    assert_eq!(stats.ranges_failed, 1, "{stats:?}");
+    assert_eq!(stats.samples, 10, "{stats:?}: the other cell was folded");
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM promgres.compaction_pending"),
+        1,
+        "the day is marked for the next sweep"
+    );
+    assert_eq!(
+        head_rows(&mut c),
+        10,
+        "the failed range's rows stay in the head"
+    );
+}

@@ -5,7 +5,7 @@
 //! holds the same decoder in PL/pgSQL, so change both together.
 //!
 //! Layout, a bit stream, most significant bit first:
-//! `count: 16 | mode: 1 | t0: 64 | interval: 64` then, for decimal values,
+//! `count: 32 | mode: 1 | t0: 64 | interval: 64` then, for decimal values,
 //! `exponent + 1024: 11 | order: 1 | m0: 64 | step: 64`, for XOR values `v0: 64`; then per
 //! further sample a time code and a value code, each of the bucketed form
 //! `0` (zero), `10` + b1 bits, `110` + b2, `1110` + b3, `1111` + b4 (two's complement):
@@ -220,14 +220,13 @@ fn as_decimals(values: &[f64]) -> Option<(i32, Vec<i64>)> {
     (-1024..1024).contains(&e).then_some((e, out))
 }
 
-/// Encodes time-ordered samples (at most 65,535; more are cut off).
+/// Encodes time-ordered samples (a window holds far fewer than 2^32).
 pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
-    let samples = &samples[..samples.len().min(usize::from(u16::MAX))];
     let mut w = Bits {
         bytes: Vec::with_capacity(samples.len() / 2 + 48),
         used: 0,
     };
-    w.put(samples.len() as u64, 16);
+    w.put(samples.len() as u64, 32);
     let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
     let decimal = as_decimals(&values);
     w.put(u64::from(decimal.is_some()), 1);
@@ -316,7 +315,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>, CodecError> {
         bytes: data,
         pos: 0,
     };
-    let n = r.get(16)? as usize;
+    let n = r.get(32)? as usize;
     if n > 1 + data.len().saturating_mul(4) {
         return Err(CodecError("count larger than the data"));
     }
@@ -440,6 +439,12 @@ mod tests {
             })
             .collect();
         round_trip(&random);
+    }
+
+    #[test]
+    fn a_window_of_more_than_65535_samples_keeps_them_all() {
+        let dense: Vec<(i64, f64)> = (0..70_000).map(|k| (k * 100, (k % 17) as f64)).collect();
+        round_trip(&dense);
     }
 
     #[test]

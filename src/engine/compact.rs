@@ -42,14 +42,23 @@ pub struct CompactionStats {
     /// Range transactions done, and skipped because another instance held them.
     pub ranges_done: u64,
     pub ranges_skipped: u64,
-    /// Range transactions in this pass, for progress output.
+    /// Range transactions that failed (left for the next pass).
+    pub ranges_failed: u64,
+    /// Ranges (grid cells x days) in this pass, and how many are behind us: progress.
     pub ranges_total: u64,
+    pub ranges_visited: u64,
 }
 
-fn ms_of(time: std::time::SystemTime) -> i64 {
+/// Milliseconds since the epoch, rounded down (so a time before 1970 lands in the window
+/// and day that hold it).
+pub(crate) fn ms_of(time: std::time::SystemTime) -> i64 {
     match time.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+        Err(e) => {
+            let d = e.duration();
+            let partial = i64::from(d.subsec_nanos() % 1_000_000 != 0);
+            -i64::try_from(d.as_millis()).unwrap_or(i64::MAX) - partial
+        }
     }
 }
 
@@ -110,15 +119,7 @@ pub fn compact_bounded(
     progress: &mut dyn FnMut(&CompactionStats) -> bool,
 ) -> Result<CompactionStats> {
     let mut stats = CompactionStats::default();
-    let row = client.query_one(
-        "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM promgres.series",
-        &[],
-    )?;
-    let (lo, hi): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-    if hi < lo {
-        return Ok(stats);
-    }
-    let days = match scope {
+    let days: Vec<i32> = match scope {
         Scope::AllDays => head_days(client, cutoff)?,
         Scope::Pending => client
             .query(
@@ -134,6 +135,8 @@ pub fn compact_bounded(
     for day in days {
         // The mark goes first, in its own transaction: a late sample committed after this
         // marks the day again, one committed before is read by the range transactions below.
+        // (A writer that finds the day still marked takes no lock on the mark, so its rows
+        // may commit after both: they stay in the head, visible, until the next full pass.)
         client.execute(
             "DELETE FROM promgres.compaction_pending WHERE day = $1",
             &[&day],
@@ -150,27 +153,81 @@ pub fn compact_bounded(
             )?
             .try_get(0)?;
         if any {
-            slices.push((from, to));
+            slices.push((day, from, to));
         }
     }
-    let ranges = (hi - lo) / SERIES_PER_TX + 1;
-    stats.ranges_total = ranges as u64 * slices.len() as u64;
-    for (from, to) in slices {
-        for r in 0..ranges {
-            let first = lo + r * SERIES_PER_TX;
-            compact_span(
+    if slices.is_empty() {
+        return Ok(stats);
+    }
+    // Ranges are cells of a fixed grid of SERIES_PER_TX ids (every instance cuts the same
+    // cells, whatever ids retention removed), and only cells holding a series are visited.
+    let cells: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT id / $1) FROM promgres.series",
+            &[&SERIES_PER_TX],
+        )?
+        .try_get(0)?;
+    stats.ranges_total = u64::try_from(cells).unwrap_or(0) * slices.len() as u64;
+    for (day, from, to) in slices {
+        let mut cell = next_cell(client, i64::MIN)?;
+        while let Some(k) = cell {
+            let first = k * SERIES_PER_TX;
+            let key = LockKey { day, cell: k };
+            match compact_span(
                 client,
+                key,
                 first,
                 first + SERIES_PER_TX,
                 from,
                 to,
                 max_rows,
                 &mut stats,
-            )?;
-            progress(&stats);
+            ) {
+                Ok(()) => {}
+                Err(e) if e.connection_lost => return Err(e),
+                Err(e) => {
+                    // One range's failure (a serialization failure against another
+                    // instance, a chunk that does not decode) must not stop the rest: it
+                    // is left for the next pass, and the day is marked for the next sweep.
+                    stats.ranges_failed += 1;
+                    log::warn!(
+                        "compaction: series ids {first}..{} of day {day} left for the next pass: {e}",
+                        first + SERIES_PER_TX
+                    );
+                    client.execute(
+                        "INSERT INTO promgres.compaction_pending (day) VALUES ($1)
+                         ON CONFLICT (day) DO NOTHING",
+                        &[&day],
+                    )?;
+                }
+            }
+            stats.ranges_visited += 1;
+            if !progress(&stats) {
+                return Ok(stats);
+            }
+            cell = next_cell(client, first + SERIES_PER_TX)?;
         }
     }
     Ok(stats)
+}
+
+/// The grid cell of the first series id at or after `from_id`.
+fn next_cell(client: &mut Client, from_id: i64) -> Result<Option<i64>> {
+    let id: Option<i64> = client
+        .query_one(
+            "SELECT min(id) FROM promgres.series WHERE id >= $1",
+            &[&from_id],
+        )?
+        .try_get(0)?;
+    Ok(id.map(|id| id.div_euclid(SERIES_PER_TX)))
+}
+
+/// The try-lock a range is claimed with: one per (head day, grid cell), the same for a
+/// range's split halves, so instances never work on overlapping ids of one day at once.
+#[derive(Debug, Clone, Copy)]
+struct LockKey {
+    day: i32,
+    cell: i64,
 }
 
 /// Head rows one compaction transaction reads at most (about 16 bytes each in memory, and
@@ -179,8 +236,10 @@ pub fn compact_bounded(
 const MAX_ROWS_PER_TX: u64 = 1_000_000;
 
 /// Compacts series ids `[first, end)`, splitting the range while it holds too many rows.
+#[allow(clippy::too_many_arguments)]
 fn compact_span(
     client: &mut Client,
+    key: LockKey,
     first: i64,
     end: i64,
     from: i64,
@@ -189,10 +248,10 @@ fn compact_span(
     stats: &mut CompactionStats,
 ) -> Result<()> {
     let limit = if end - first > 1 { max_rows } else { u64::MAX };
-    if compact_range(client, first, end, from, to, limit, stats)? == Range::TooBig {
+    if compact_range(client, key, first, end, from, to, limit, stats)? == Range::TooBig {
         let mid = first + (end - first) / 2;
-        compact_span(client, first, mid, from, to, max_rows, stats)?;
-        compact_span(client, mid, end, from, to, max_rows, stats)?;
+        compact_span(client, key, first, mid, from, to, max_rows, stats)?;
+        compact_span(client, key, mid, end, from, to, max_rows, stats)?;
     }
     Ok(())
 }
@@ -206,7 +265,57 @@ enum Range {
 
 /// Folds the head rows of series ids `[first, end)` with times in `[from, to)` into chunks,
 /// in one transaction; skipped when another instance holds the range.
+/// Makes sure the chunk partition of the day holding `ms` exists.
+pub fn ensure_chunk_partitions_for(client: &mut Client, ms: i64) -> Result<()> {
+    let d = i32::try_from(ms.div_euclid(DAY_MS))
+        .map_err(|_| StoreError::internal("day out of range"))?;
+    client.execute(
+        "SELECT promgres.ensure_chunk_partition(DATE '1970-01-01' + $1::int4)",
+        &[&d],
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn compact_range(
+    client: &mut Client,
+    key: LockKey,
+    first: i64,
+    end: i64,
+    from: i64,
+    to: i64,
+    limit: u64,
+    stats: &mut CompactionStats,
+) -> Result<Range> {
+    // Chunk partitions first, in their own short transactions: creating one takes the
+    // partition-creation lock, which writers creating head partitions also take.
+    let mut day = from.div_euclid(DAY_MS);
+    while day * DAY_MS < to {
+        ensure_chunk_partitions_for(client, day * DAY_MS)?;
+        day += 1;
+    }
+    // A session lock taken before the transaction starts, so the transaction's snapshot is
+    // taken while holding it and sees everything the previous holder committed.
+    let (k1, k2) = (
+        COMPACTION_LOCK.wrapping_add(key.day),
+        i32::try_from(key.cell).unwrap_or(i32::MAX),
+    );
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&k1, &k2])?
+        .try_get(0)?;
+    if !locked {
+        stats.ranges_skipped += 1;
+        return Ok(Range::Done);
+    }
+    let result = compact_locked(client, first, end, from, to, limit, stats);
+    let unlock = client.execute("SELECT pg_advisory_unlock($1, $2)", &[&k1, &k2]);
+    let outcome = result?;
+    unlock?;
+    Ok(outcome)
+}
+
+/// [`compact_range`]'s transaction, run holding the range's lock.
+fn compact_locked(
     client: &mut Client,
     first: i64,
     end: i64,
@@ -216,32 +325,10 @@ fn compact_range(
     stats: &mut CompactionStats,
 ) -> Result<Range> {
     use postgres::fallible_iterator::FallibleIterator;
-    // Chunk partitions first, in their own short transactions: creating one takes the
-    // partition-creation lock, which writers creating head partitions also take.
-    let mut day = from.div_euclid(DAY_MS);
-    while day * DAY_MS < to {
-        let d = i32::try_from(day).map_err(|_| StoreError::internal("day out of range"))?;
-        client.execute(
-            "SELECT promgres.ensure_chunk_partition(DATE '1970-01-01' + $1::int4)",
-            &[&d],
-        )?;
-        day += 1;
-    }
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()?;
-    let range_no = i32::try_from(first.div_euclid(SERIES_PER_TX)).unwrap_or(i32::MAX);
-    let locked: bool = tx
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1, $2)",
-            &[&COMPACTION_LOCK, &range_no],
-        )?
-        .try_get(0)?;
-    if !locked {
-        stats.ranges_skipped += 1;
-        return Ok(Range::Done);
-    }
     // One row past the limit says "too big" without the server sending the rest.
     let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
     let params: [&(dyn postgres::types::ToSql + Sync); 5] = [&first, &end, &from, &to, &fetch];
@@ -368,7 +455,7 @@ pub fn reclaim_head(client: &mut Client) -> Result<Vec<String>> {
 
 /// One line of progress: ranges done of total, samples folded, rate, time left.
 pub fn progress_line(stats: &CompactionStats, elapsed: std::time::Duration) -> String {
-    let done = stats.ranges_done + stats.ranges_skipped;
+    let done = stats.ranges_visited;
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = stats.samples as f64 / secs;
     let left = if done == 0 {
@@ -381,8 +468,15 @@ pub fn progress_line(stats: &CompactionStats, elapsed: std::time::Duration) -> S
         )
     };
     format!(
-        "{done}/{} ranges, {} samples into {} chunks, {rate:.0} samples/s, time left {left}",
-        stats.ranges_total, stats.samples, stats.chunks
+        "{done}/{} ranges, {} samples into {} chunks, {rate:.0} samples/s, time left {left}{}",
+        stats.ranges_total,
+        stats.samples,
+        stats.chunks,
+        if stats.ranges_failed > 0 {
+            format!(", {} ranges left for the next pass", stats.ranges_failed)
+        } else {
+            String::new()
+        }
     )
 }
 

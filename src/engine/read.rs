@@ -79,11 +79,7 @@ pub fn stream_samples(
                     .map(|(t, v)| (t, 0, v)),
             );
         } else {
-            let time: std::time::SystemTime = row.try_get(2)?;
-            let ms = match time.duration_since(std::time::UNIX_EPOCH) {
-                Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-                Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-            };
+            let ms = super::compact::ms_of(row.try_get(2)?);
             samples.push((ms, 1, row.try_get(4)?));
         }
         if produced + samples.len() > max_rows.saturating_add(1) {

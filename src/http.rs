@@ -6,12 +6,12 @@
 //! them to HTTP status codes: 4xx only for the sender's fault (Prometheus drops those), 503
 //! with Retry-After for ours (Prometheus retries those). Never 429: Prometheus 2.42 drops it.
 
+use crate::db_error::StoreError;
 use crate::decode::{self, DecodeError};
 use crate::ha::{Election, HaError, HandOverError};
 use crate::ingest::{Accepted, Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::read::{ReadError, ReadPool};
-use crate::store::StoreError;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,12 +6,12 @@
 //! a status; every HA or storage change stays here and below.
 
 use crate::advisory::AdvisoryElection;
+use crate::db_error::StoreError;
 use crate::decode::WriteBatch;
 use crate::fence::LockFence;
 use crate::ha::{Election, HaError, HandOverError, Lease};
 use crate::metrics::Metrics;
 use crate::queue::{FencedGroup, Queue, SubmitError};
-use crate::store::StoreError;
 use crossbeam_channel::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;

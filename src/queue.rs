@@ -4,9 +4,9 @@
 //! asynchronous acks each writer has its own and a series always goes to the same one (see
 //! [`Acks`]).
 
+use crate::db_error::StoreError;
 use crate::decode::{SeriesSamples, WriteBatch};
 use crate::metrics::Metrics;
-use crate::store::StoreError;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::sync::Arc;
 

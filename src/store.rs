@@ -1,5 +1,6 @@
-//! Every statement promgres sends to PostgreSQL, apart from the migration files: connecting,
-//! schema migrations, series resolution, partitions, metadata and the binary COPY of samples.
+//! The statements promgres sends to PostgreSQL about everything but samples (those are the
+//! engine's): connecting, schema migrations, series resolution and removal, partitions,
+//! retention, metadata, HA leases, the advisory lock and the stalled-session watchdog.
 //!
 //! Functions here take a `postgres::Client` and plain values; they hold no state, so the
 //! writer pool decides when to call them and how to cache what they return.

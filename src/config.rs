@@ -190,6 +190,9 @@ pub struct Config {
     pub advisory: Option<crate::advisory::AdvisoryConfig>,
     /// The host's clock; tests put a skewed one here.
     pub clock: LocalClock,
+    /// How long after start the first compaction pass waits (30 s: a restarting fleet does
+    /// not compact at the same moment it reconnects; tests that need it sooner set 0).
+    pub compaction_delay: Duration,
 }
 
 /// The receiver's clock a server runs with (the system clock outside tests).
@@ -233,6 +236,7 @@ impl Config {
             read_connections: 2,
             advisory: None,
             clock: LocalClock::default(),
+            compaction_delay: Duration::from_secs(30),
         }
     }
 }
@@ -387,6 +391,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
             .min(args.read_concurrent_limit.max(1)),
         advisory,
         clock: LocalClock::default(),
+        compaction_delay: Duration::from_secs(30),
     })
 }
 

@@ -245,9 +245,12 @@ impl Server {
             let (db, shared, stopping) = (maintenance_db.clone(), shared.clone(), stopping.clone());
             let retention = config.retention;
             let clock = db_clock.clone();
+            let compaction = CompactionSchedule::starting_after(config.compaction_delay);
             std::thread::Builder::new()
                 .name("promgres-maintenance".into())
-                .spawn(move || maintenance_loop(&db, &shared, &clock, retention, &stopping))
+                .spawn(move || {
+                    maintenance_loop(&db, &shared, &clock, retention, compaction, &stopping)
+                })
                 .map_err(|e| format!("cannot start maintenance thread: {e}"))?
         };
         let watchdog = {
@@ -566,11 +569,11 @@ fn maintenance_loop(
     shared: &Shared,
     clock: &DbClock,
     retention: Option<Duration>,
+    mut compaction: CompactionSchedule,
     stopping: &AtomicBool,
 ) {
     // Retention runs at start-up too; partitions were just created by Server::start.
     let mut last: Option<Instant> = None;
-    let mut compaction = CompactionSchedule::default();
     while !stopping.load(Ordering::Relaxed) {
         compaction.run_if_due(db, shared, clock, stopping);
         if last.is_some_and(|l| l.elapsed() < MAINTENANCE_INTERVAL) {
@@ -632,14 +635,23 @@ const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// When compaction runs: as soon as the cutoff (a window start, by the database clock)
 /// moved, and every five minutes besides, for late samples.
-#[derive(Default)]
 struct CompactionSchedule {
+    not_before: Instant,
     checked: Option<Instant>,
     last_pass: Option<Instant>,
     last_cutoff: Option<i64>,
 }
 
 impl CompactionSchedule {
+    fn starting_after(delay: Duration) -> Self {
+        CompactionSchedule {
+            not_before: Instant::now() + delay,
+            checked: None,
+            last_pass: None,
+            last_cutoff: None,
+        }
+    }
+
     fn run_if_due(
         &mut self,
         db: &Control,
@@ -647,9 +659,10 @@ impl CompactionSchedule {
         clock: &DbClock,
         stopping: &AtomicBool,
     ) {
-        if self
-            .checked
-            .is_some_and(|c| c.elapsed() < COMPACTION_CHECK_INTERVAL)
+        if Instant::now() < self.not_before
+            || self
+                .checked
+                .is_some_and(|c| c.elapsed() < COMPACTION_CHECK_INTERVAL)
         {
             return;
         }

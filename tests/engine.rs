@@ -427,24 +427,33 @@ fn every_instance_compacts_in_the_background_at_start_and_shares_the_work() {
     let db = TestDb::new("engine_background");
     promgres::server::migrate(&db.config()).expect("migrate");
     let mut c = db.client();
-    let start = db_now(&mut c) - 330 * MIN;
-    {
-        // Written through one instance, then that instance stops.
-        let server =
-            promgres::server::Server::start(&promgres::config::Config::for_database(db.config()))
-                .expect("start");
-        let reply = post_write(server.addr(), &encode(&history(start)));
-        assert_eq!(reply.status, 204, "{}", reply.body);
-        assert!(server.shutdown(Duration::from_secs(10)));
-    }
+    // Head rows as a stopped instance (or an earlier release) left them, written here so
+    // that no instance compacts them before the two below start.
+    let t = db_now(&mut c) - 330 * MIN;
+    let day = t.div_euclid(86_400_000) as i32;
+    promgres::store::ensure_partitions(&mut c, &[day - 1, day, day + 1]).expect("partitions");
+    c.batch_execute(
+        "INSERT INTO promgres.series (metric, labels, labels_hash)
+         SELECT 'bg', jsonb_build_object('__name__', 'bg', 'n', g), int8send(g)
+           FROM generate_series(1, 2) g",
+    )
+    .expect("series");
+    c.execute(
+        "INSERT INTO promgres.samples
+         SELECT s.id, timestamptz 'epoch' + ($1::int8 + k * 15000) * interval '1 ms', k * 0.5
+           FROM promgres.series s, generate_series(0, 599) k",
+        &[&t],
+    )
+    .expect("rows");
     let before = sql_samples(&mut c);
     assert_eq!(head_rows(&mut c), 1200);
     // Two instances start on the database: their maintenance threads compact at start,
     // each range once.
     let servers: Vec<_> = (0..2)
         .map(|_| {
-            promgres::server::Server::start(&promgres::config::Config::for_database(db.config()))
-                .expect("start")
+            let mut config = promgres::config::Config::for_database(db.config());
+            config.compaction_delay = Duration::ZERO;
+            promgres::server::Server::start(&config).expect("start")
         })
         .collect();
     let folded = wait_for(Duration::from_secs(30), || {

@@ -53,6 +53,26 @@ fn read_samples(c: &mut postgres::Client) -> Vec<(i64, i64, u64)> {
     out
 }
 
+/// A migrated database holding `series` series (named `metric`) and no sample yet, its head
+/// partitions ready around `t`, five and a half hours ago (two closed windows): head rows
+/// written straight into it are what a stopped instance or an earlier release left.
+fn head_only_db(tag: &str, metric: &str, series: i32) -> (TestDb, postgres::Client, i64) {
+    let db = TestDb::new(tag);
+    promgres::server::migrate(&db.config()).expect("migrate");
+    let mut c = db.client();
+    let t = db_now(&mut c) - 330 * MIN;
+    let day = t.div_euclid(86_400_000) as i32;
+    promgres::store::ensure_partitions(&mut c, &[day - 1, day, day + 1]).expect("partitions");
+    c.execute(
+        "INSERT INTO promgres.series (metric, labels, labels_hash)
+         SELECT $1, jsonb_build_object('__name__', $1::text, 'n', g), int8send(g)
+           FROM generate_series(1, $2) g",
+        &[&metric, &series],
+    )
+    .expect("series");
+    (db, c, t)
+}
+
 fn head_rows(c: &mut postgres::Client) -> i64 {
     count(c, "SELECT count(*) FROM promgres.samples")
 }
@@ -424,20 +444,9 @@ fn sql_and_rust_decoders_agree_on_every_kind_of_value() {
 
 #[test]
 fn every_instance_compacts_in_the_background_at_start_and_shares_the_work() {
-    let db = TestDb::new("engine_background");
-    promgres::server::migrate(&db.config()).expect("migrate");
-    let mut c = db.client();
     // Head rows as a stopped instance (or an earlier release) left them, written here so
     // that no instance compacts them before the two below start.
-    let t = db_now(&mut c) - 330 * MIN;
-    let day = t.div_euclid(86_400_000) as i32;
-    promgres::store::ensure_partitions(&mut c, &[day - 1, day, day + 1]).expect("partitions");
-    c.batch_execute(
-        "INSERT INTO promgres.series (metric, labels, labels_hash)
-         SELECT 'bg', jsonb_build_object('__name__', 'bg', 'n', g), int8send(g)
-           FROM generate_series(1, 2) g",
-    )
-    .expect("series");
+    let (db, mut c, t) = head_only_db("engine_background", "bg", 2);
     c.execute(
         "INSERT INTO promgres.samples
          SELECT s.id, timestamptz 'epoch' + ($1::int8 + k * 15000) * interval '1 ms', k * 0.5
@@ -581,18 +590,8 @@ fn a_range_with_too_many_rows_is_split_down_to_one_series() {
 
 #[test]
 fn a_range_that_fails_is_left_for_the_next_pass_and_the_rest_is_done() {
-    let db = TestDb::new("engine_failing_range");
-    promgres::server::migrate(&db.config()).expect("migrate");
-    let mut c = db.client();
-    let t = db_now(&mut c) - 330 * MIN;
-    let day = t.div_euclid(86_400_000) as i32;
-    promgres::store::ensure_partitions(&mut c, &[day - 1, day, day + 1]).expect("partitions");
     // 700 series: ids fall into two grid cells of 500.
-    c.batch_execute(
-        "INSERT INTO promgres.series (metric, labels, labels_hash)
-         SELECT 'm', jsonb_build_object('n', g), int8send(g) FROM generate_series(1, 700) g",
-    )
-    .expect("series");
+    let (_db, mut c, t) = head_only_db("engine_failing_range", "m", 700);
     let (lo, hi): (i64, i64) = {
         let r = c
             .query_one("SELECT min(id), max(id) FROM promgres.series", &[])

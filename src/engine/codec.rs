@@ -44,17 +44,22 @@ struct Bits {
 }
 
 impl Bits {
+    /// Appends the low `n` bits of `value` (n <= 64), a byte at a time.
     fn put(&mut self, value: u64, n: u32) {
-        for i in (0..n).rev() {
-            if self.used.is_multiple_of(8) {
+        let mut left = n;
+        while left > 0 {
+            let offset = self.used % 8;
+            if offset == 0 {
                 self.bytes.push(0);
             }
-            if (value >> i) & 1 == 1 {
-                if let Some(last) = self.bytes.last_mut() {
-                    *last |= 0x80 >> (self.used % 8);
-                }
+            let free = 8 - offset;
+            let take = free.min(left);
+            let part = (value >> (left - take)) & ((1u64 << take) - 1);
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= (part as u8) << (free - take);
             }
-            self.used += 1;
+            self.used += take;
+            left -= take;
         }
     }
 }
@@ -181,11 +186,24 @@ pub fn decimal_value(m: i64, e: i32) -> f64 {
     }
 }
 
-/// The shortest decimal form of `v` as (digits, exponent): `v` is the float nearest
-/// `digits x 10^exponent`. None for NaN and infinities.
+/// A decimal form of `v` as (digits, exponent) with the fewest digits after the point, so
+/// that `v` is the float nearest `digits x 10^exponent`; None for NaN and infinities.
+/// Scaling by powers of ten finds it for the values metrics hold (integers, a few decimals)
+/// without formatting; others take the shortest round-trip text.
 fn shortest_decimal(v: f64) -> Option<(i64, i32)> {
     if !v.is_finite() {
         return None;
+    }
+    for (k, p) in EXACT_POW10.iter().enumerate().take(10) {
+        let scaled = v * p;
+        if scaled.abs() >= MAX_MANTISSA as f64 {
+            break;
+        }
+        let m = scaled.round() as i64;
+        let e = -(k as i32);
+        if decimal_value(m, e).to_bits() == v.to_bits() {
+            return Some((m, e));
+        }
     }
     let text = format!("{v:e}");
     let (mantissa, exp) = text.split_once('e')?;

@@ -633,7 +633,7 @@ const COMPACTION_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 /// How often the maintenance thread asks whether a pass is due.
 const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
-/// When compaction runs: as soon as the cutoff (a window start, by the database clock)
+/// When compaction runs: as soon as the cutoff (a slice start, by the database clock)
 /// moved, and every five minutes besides, for late samples.
 struct CompactionSchedule {
     not_before: Instant,
@@ -703,7 +703,7 @@ impl CompactionSchedule {
             }
             true
         };
-        // A closed window (or the first pass) visits every head day; sweeps in between only
+        // A cutoff that moved a slice (or the first pass) visits every head day; sweeps in between only
         // the days writers marked with late samples.
         let scope = if moved {
             engine::Scope::AllDays

@@ -627,3 +627,94 @@ fn a_range_that_fails_is_left_for_the_next_pass_and_the_rest_is_done() {
         "the failed range's rows stay in the head"
     );
 }
+
+#[test]
+fn the_open_window_is_compacted_slice_by_slice_and_a_sender_catching_up_appends() {
+    let run = Running::start("engine_open");
+    let mut c = run.db.client();
+    let now = db_now(&mut c);
+    let start = now - 50 * MIN;
+    let name = [("__name__", "engine_recent"), ("job", "a")];
+    let samples: Vec<(i64, f64)> = (0..200)
+        .map(|k| (start + k * 15_000, (k * 3) as f64 / 4.0))
+        .filter(|s| s.0 <= now)
+        .collect();
+    // The sender first gets 20 minutes out, then stalls (its Prometheus is behind).
+    let split = samples.partition_point(|s| s.0 < start + 20 * MIN);
+    let (early, rest) = samples.split_at(split);
+    assert_eq!(
+        run.write(&write_request(vec![series(&name, early)])).status,
+        204
+    );
+    let first = compact(&mut c);
+    let cutoff = engine::cutoff_ms(db_now(&mut c));
+    assert_eq!(
+        first.samples as usize,
+        early.len(),
+        "{first:?}: everything older than the cutoff left the head, though its window is open"
+    );
+    assert!(
+        cutoff > start + 20 * MIN,
+        "the test's times precede the cutoff"
+    );
+    assert_eq!(head_rows(&mut c), 0);
+
+    // It catches up: the part older than the cutoff is late, lands after the chunk's end
+    // (no duplicate, counted as stored), and the next pass appends it to the same chunk.
+    let reply = run.write(&write_request(vec![series(&name, rest)]));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let all = sql_samples(&mut c);
+    assert_eq!(all.len(), samples.len());
+    no_time_twice(&all);
+    let metrics = get(run.addr, "/metrics").body;
+    assert_eq!(
+        metric_value(&metrics, "promgres_samples_stored_total"),
+        samples.len() as f64
+    );
+    let second = compact(&mut c);
+    let older = rest.iter().filter(|s| s.0 < cutoff).count();
+    assert_eq!(second.samples as usize, older, "{second:?}");
+    let same_window = engine::window_of(early[early.len() - 1].0) == engine::window_of(rest[0].0);
+    assert_eq!(second.rewritten, u64::from(same_window), "{second:?}");
+    assert_eq!(
+        head_rows(&mut c),
+        (rest.len() - older) as i64,
+        "the head keeps only the last minutes"
+    );
+    assert_eq!(sql_samples(&mut c), all);
+    assert_eq!(read_samples(&mut c), all);
+
+    // Resends of everything and a conflict on a compacted time change nothing and are
+    // counted apart.
+    let reply = run.write(&write_request(vec![series(&name, &samples)]));
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let conflict = [(samples[3].0, 1e9)];
+    assert_eq!(
+        run.write(&write_request(vec![series(&name, &conflict)]))
+            .status,
+        204
+    );
+    assert_eq!(sql_samples(&mut c), all, "first value wins, nothing twice");
+    let metrics = get(run.addr, "/metrics").body;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "promgres_samples_duplicate_total{kind=\"identical\"}"
+        ),
+        samples.len() as f64
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "promgres_samples_duplicate_total{kind=\"conflicting\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "promgres_samples_stored_total"),
+        samples.len() as f64
+    );
+    let third = compact(&mut c);
+    assert_eq!(third.samples, 0, "{third:?}: resends left nothing to fold");
+    assert_eq!(read_samples(&mut c), all);
+}

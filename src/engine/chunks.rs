@@ -1,6 +1,7 @@
 //! Chunks: one row of `promgres.chunks` per (series, two-hour window), holding the series'
-//! samples of that window encoded by [`super::codec`]. This module encodes them for COPY, fetches and decodes them, and keeps a late
-//! head sample from repeating a time its chunk holds.
+//! samples of that window compacted so far, encoded by [`super::codec`]. This module encodes
+//! them for COPY, fetches and decodes them, and keeps a late head sample from repeating a
+//! time its chunk holds.
 
 use super::{window_of, Inserted, SampleRow, PG_EPOCH_MS};
 use crate::db_error::{Result, StoreError};
@@ -86,6 +87,31 @@ pub fn fetch(tx: &mut postgres::Transaction, keys: &[(i64, i64)]) -> Result<Vec<
              ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
         &[&series, &windows],
     )?;
+    decoded(rows)
+}
+
+/// The chunks of the given (series, window start, time) keys whose last sample is at or
+/// after the time: only those can hold it. A sender catching up after an outage sends times
+/// past the end of the chunk compaction made meanwhile, so its inserts read no chunk data.
+fn fetch_reaching(tx: &mut postgres::Transaction, keys: &[(i64, i64, i64)]) -> Result<Vec<Chunk>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let series: Vec<i64> = keys.iter().map(|k| k.0).collect();
+    let windows: Vec<i64> = keys.iter().map(|k| k.1).collect();
+    let times: Vec<i64> = keys.iter().map(|k| k.2).collect();
+    let rows = tx.query(
+        "SELECT c.series_id, k.w, c.data
+           FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS k(s, w, t)
+           JOIN promgres.chunks c
+             ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'
+            AND c.end_time >= timestamptz 'epoch' + k.t * interval '1 millisecond'",
+        &[&series, &windows, &times],
+    )?;
+    decoded(rows)
+}
+
+fn decoded(rows: Vec<postgres::Row>) -> Result<Vec<Chunk>> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let data: &[u8] = row.try_get(2)?;
@@ -107,13 +133,14 @@ pub fn drop_compacted_duplicates(
     tx: &mut postgres::Transaction,
     late: &[&SampleRow],
 ) -> Result<Inserted> {
-    let mut keys: Vec<(i64, i64)> = late
+    // Per (series, window) the earliest late time: sorted, the first of each key.
+    let mut keys: Vec<(i64, i64, i64)> = late
         .iter()
-        .map(|r| (r.series_id, window_of(r.timestamp_ms)))
+        .map(|r| (r.series_id, window_of(r.timestamp_ms), r.timestamp_ms))
         .collect();
     keys.sort_unstable();
-    keys.dedup();
-    let chunks = fetch(tx, &keys)?;
+    keys.dedup_by_key(|k| (k.0, k.1));
+    let chunks = fetch_reaching(tx, &keys)?;
     let mut found = Inserted::default();
     if chunks.is_empty() {
         return Ok(found);

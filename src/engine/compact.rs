@@ -1,15 +1,16 @@
-//! Compaction: folds head rows of closed windows into chunks, one transaction per range of
-//! series ids and day, shared by every instance through a try-lock per range.
+//! Compaction: folds head rows older than the cutoff into their windows' chunks, one
+//! transaction per range of series ids and day, shared by every instance through a try-lock
+//! per range.
 //!
 //! Each transaction (REPEATABLE READ) reads the head rows of its range and slice, merges them
-//! with the chunks they belong to (a late sample rewrites its window's chunk), writes the
+//! with the chunks they belong to (the open window's chunk, or a late sample's), writes the
 //! chunks, and deletes exactly the rows it read (the same snapshot). A crash or an error at
 //! any point rolls all of it back, so the work is repeated, never lost or doubled; rows
 //! committed after the snapshot stay in the head for the next pass. Ingest never waits for it:
 //! writers insert new keys, which the compactor's deletes do not touch.
 
 use super::chunks::{self, Chunk};
-use super::{window_of, GRACE_MS};
+use super::{window_of, GRACE_MS, SLICE_MS};
 use crate::db_error::{Result, StoreError};
 use postgres::{Client, IsolationLevel};
 use std::collections::BTreeMap;
@@ -23,10 +24,10 @@ const COMPACTION_LOCK: i32 = 0x636f_6d70; // "comp"
 
 const DAY_MS: i64 = 86_400_000;
 
-/// The newest instant compaction folds up to, for a database clock reading: the start of
-/// the window that ended at least [`GRACE_MS`] ago.
+/// The instant compaction folds up to, for a database clock reading: [`GRACE_MS`] before it,
+/// rounded down to a [`SLICE_MS`] step.
 pub fn cutoff_ms(db_now_ms: i64) -> i64 {
-    window_of(db_now_ms.saturating_sub(GRACE_MS))
+    db_now_ms.saturating_sub(GRACE_MS).div_euclid(SLICE_MS) * SLICE_MS
 }
 
 /// What a pass did.
@@ -88,7 +89,7 @@ fn head_days(client: &mut Client, cutoff: i64) -> Result<Vec<i32>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Every head partition older than the cutoff (a cheap check skips empty ones): at start,
-    /// when a window closes, and for `promgres compact`.
+    /// when the cutoff moves a slice, and for `promgres compact`.
     AllDays,
     /// Only the days writers marked in `promgres.compaction_pending` because they stored
     /// samples there that may be older than the cutoff (late samples): the half-hourly sweep,
@@ -529,9 +530,11 @@ mod tests {
     }
 
     #[test]
-    fn cutoff_is_a_window_start_at_least_the_grace_behind() {
+    fn cutoff_is_a_slice_start_at_least_the_grace_behind() {
         let w = super::super::WINDOW_MS;
         assert_eq!(cutoff_ms(10 * w + GRACE_MS), 10 * w);
-        assert_eq!(cutoff_ms(10 * w + GRACE_MS - 1), 9 * w);
+        assert_eq!(cutoff_ms(10 * w + GRACE_MS - 1), 10 * w - SLICE_MS);
+        assert_eq!(cutoff_ms(10 * w + GRACE_MS + SLICE_MS), 10 * w + SLICE_MS);
+        assert_eq!(cutoff_ms(GRACE_MS - 1), -SLICE_MS);
     }
 }

@@ -2,12 +2,14 @@
 //! reads samples back or moves them.
 //!
 //! A committed sample first lives in the head (`promgres.samples`, a row per sample, the
-//! primary key deciding exactly-once). Compaction folds head rows whose two-hour window
-//! closed more than [`GRACE_MS`] ago into one chunk per (series, window) in
-//! `promgres.chunks` (encoded by [`codec`], about 1-2 bytes a sample), deleting the rows
-//! in the same transaction. A (series, time) is therefore in the head or in a chunk, never
-//! both: the insert transaction removes the rare late sample whose chunk already holds its
-//! time ([`drop_compacted_duplicates`]). Reads merge chunks and head rows ([`read`]).
+//! primary key deciding exactly-once). Compaction folds head rows older than the cutoff
+//! (the database clock minus [`GRACE_MS`], in steps of [`SLICE_MS`]) into one chunk per
+//! (series, two-hour window) in `promgres.chunks` (encoded by [`codec`], about 1-2 bytes a
+//! sample), deleting the rows in the same transaction; the open window's chunk is rewritten
+//! with each slice, so the head holds only the last 10-20 minutes. A (series, time) is
+//! therefore in the head or in a chunk, never both: the insert transaction removes the rare
+//! late sample whose chunk already holds its time ([`drop_compacted_duplicates`]). Reads merge
+//! chunks and head rows ([`read`]).
 //! ARCHITECTURE.md ("Storage engine") has the crash points and the invariants.
 
 pub mod chunks;
@@ -43,9 +45,14 @@ pub struct Inserted {
 /// a fraction of a byte per sample.
 pub const WINDOW_MS: i64 = 2 * 3600 * 1000;
 
-/// A window is compacted once it ended this long ago (by the database clock): senders a
-/// few minutes behind still land in the head, not in a chunk rewrite.
+/// Head rows are compacted once they are this old (by the database clock): senders a few
+/// minutes behind still land in the head, not in a chunk rewrite.
 pub const GRACE_MS: i64 = 10 * 60 * 1000;
+
+/// The cutoff moves in steps of this length, so a pass runs every ten minutes and a window's
+/// chunk is rewritten about twelve times before it closes: the head (a row and an index entry
+/// per sample) stays a few minutes long, and recent reads find most of their samples in chunks.
+pub const SLICE_MS: i64 = 10 * 60 * 1000;
 
 /// Milliseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
 pub(crate) const PG_EPOCH_MS: i64 = 946_684_800_000;

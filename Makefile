@@ -51,6 +51,7 @@ soak:
 # bench-results.json. Bounded to a few minutes; cleans up its databases. QUICK=1 for small sizes.
 bench:
 	scripts/ensure-postgres.sh
+	scripts/ensure-prometheus.sh --bench
 	$(CARGO) build --release --bins
 	./target/release/promgres-bench --suite --json-out bench-results.json $(if $(QUICK),--quick,)
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # ensure-prometheus.sh — make sure a `prometheus` binary is installed (Debian
 # package), without letting the package start a daemon. Idempotent; prints the
-# version at the end.
+# version at the end. `--bench` also installs what `make bench` runs beside
+# promgres: victoria-metrics and prometheus-node-exporter (their daemons are
+# not started either; the bench starts its own).
 set -euo pipefail
 
 say() { echo "ensure-prometheus: $*" >&2; }
@@ -12,8 +14,15 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
 find_prom() { command -v prometheus 2>/dev/null || { [ -x /usr/bin/prometheus ] && echo /usr/bin/prometheus; }; }
 
-if ! PROM="$(find_prom)"; then
-  say "prometheus not found; installing the Debian package"
+PACKAGES=()
+find_prom >/dev/null || PACKAGES+=(prometheus)
+if [ "${1:-}" = "--bench" ]; then
+  [ -x /usr/bin/victoria-metrics ] || PACKAGES+=(victoria-metrics)
+  [ -x /usr/bin/prometheus-node-exporter ] || PACKAGES+=(prometheus-node-exporter)
+fi
+
+if [ "${#PACKAGES[@]}" -gt 0 ]; then
+  say "installing the Debian packages: ${PACKAGES[*]}"
 
   # Another apt/dpkg may be running in the background: wait up to 5 min for
   # its locks (apt-get's own lock timeout covers the dpkg lock; the loop also
@@ -36,9 +45,9 @@ if ! PROM="$(find_prom)"; then
 
   APT=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300)
   "${APT[@]}" update || die "apt-get update failed"
-  "${APT[@]}" install -y --no-install-recommends prometheus || die "apt-get install prometheus failed"
+  "${APT[@]}" install -y --no-install-recommends "${PACKAGES[@]}" || die "apt-get install ${PACKAGES[*]} failed"
 
-  PROM="$(find_prom)" || die "prometheus still not found after installing the package"
 fi
+PROM="$(find_prom)" || die "prometheus still not found after installing the package"
 
 "$PROM" --version 2>&1 | head -n1

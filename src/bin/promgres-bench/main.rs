@@ -28,6 +28,9 @@ struct Args {
     /// concurrent connections (default 4)
     #[argh(option, default = "4")]
     connections: usize,
+    /// milliseconds between a series' samples (default 15000); the last scrape is now
+    #[argh(option, default = "15_000")]
+    scrape_interval_ms: i64,
     /// send as an HA pair: cluster name for the cluster label
     #[argh(option)]
     ha_cluster: Option<String>,
@@ -77,7 +80,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let interval = 15_000;
+    let interval = args.scrape_interval_ms.max(1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

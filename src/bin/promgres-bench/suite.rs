@@ -1037,6 +1037,126 @@ fn bench_reads_chunks(admin: &str, results: &mut Results, quick: bool) -> Result
     Ok(())
 }
 
+/// Compaction beside full ingest, on one database: how fast a pass folds head rows alone and
+/// while the load generator sends fresh samples as fast as promgres takes them, what it costs
+/// in CPU, and what that means for how far behind compaction runs (its lag).
+fn bench_compaction_lag(admin: &str, results: &mut Results, quick: bool) -> Result<(), String> {
+    let series = 10_000;
+    let db = Database::create(admin, "lag")?;
+    let server = Server::start(&db, &[])?;
+    let started = Instant::now();
+    let mut c = db.client()?;
+    // Two backlogs of 15 s scrapes, both older than the cutoff: the first is folded alone, the
+    // second while fresh samples (1 s apart, ending now, so none is late) arrive at full speed.
+    let backlog = if quick { 20 } else { 60 };
+    let mut first = workload(series, backlog, 500);
+    first.start_ms = now_ms() - 70 * 60_000;
+    let mut second = workload(series, backlog, 500);
+    second.start_ms = now_ms() - 40 * 60_000;
+    let fresh_scrapes = if quick { 30 } else { 120 };
+    let mut fresh = workload(series, fresh_scrapes, 500);
+    fresh.scrape_interval_ms = 1_000;
+    fresh.start_ms = now_ms() - 2 * fresh_scrapes as i64 * 1_000 - 5_000;
+    let (fresh_bodies, fresh_counts) = prepare(&fresh);
+    let half = fresh_bodies.len() / 2;
+    for w in [&first, &second] {
+        let (bodies, counts) = prepare(w);
+        send_checked("promgres", server.addr, &bodies, &counts, 8)?;
+    }
+    // Ingest alone: the first half of the fresh samples.
+    let ingest_alone = send_checked(
+        "promgres",
+        server.addr,
+        &fresh_bodies[..half],
+        &fresh_counts[..half],
+        8,
+    )?;
+    // Compaction alone, up to the end of the first backlog (an earlier cutoff than the
+    // database clock's is always safe).
+    let first_end = first.start_ms + backlog as i64 * 15_000;
+    let pass = |c: &mut postgres::Client, cutoff: i64| -> Result<(f64, f64, f64, u64), String> {
+        let (cpu, pg) = (cpu_seconds(std::process::id()), postgres_cpu_seconds());
+        let t = Instant::now();
+        let stats =
+            promgres::engine::compact(c, cutoff, promgres::engine::Scope::AllDays, &mut |_| true)
+                .map_err(|e| e.to_string())?;
+        if stats.ranges_skipped > 0 {
+            println!(
+                "  (a background pass took {} ranges of this one)",
+                stats.ranges_skipped
+            );
+        }
+        Ok((
+            t.elapsed().as_secs_f64(),
+            cpu_seconds(std::process::id()) - cpu,
+            postgres_cpu_seconds() - pg,
+            stats.samples,
+        ))
+    };
+    let (secs, cpu, pg, folded) = pass(&mut c, first_end + 60_000)?;
+    let alone = folded as f64 / secs;
+    // Both at once: the compactor on its own thread, the load generator here.
+    let uri = db.uri();
+    let compactor = std::thread::spawn(move || -> Result<(f64, u64), String> {
+        let mut c = postgres::Client::connect(&uri, postgres::NoTls)
+            .map_err(|e| StoreError::from(e).to_string())?;
+        let cutoff = promgres::engine::cutoff_ms(
+            promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
+        );
+        let t = Instant::now();
+        let stats = promgres::engine::compact(
+            &mut c,
+            cutoff,
+            promgres::engine::Scope::AllDays,
+            &mut |_| true,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((t.elapsed().as_secs_f64(), stats.samples))
+    });
+    let ingest_during = send_checked(
+        "promgres",
+        server.addr,
+        &fresh_bodies[half..],
+        &fresh_counts[half..],
+        8,
+    )?;
+    let (busy_secs, busy_folded) = compactor
+        .join()
+        .map_err(|_| "compaction thread panicked".to_string())??;
+    let during = busy_folded as f64 / busy_secs;
+    if started.elapsed() > Duration::from_secs(30) {
+        println!("  (over 30 s: the server's own first pass may have run meanwhile)");
+    }
+    results.add(
+        "compaction alone: samples/s, CPU s per million samples promgres / PostgreSQL",
+        format!(
+            "{alone:.0}, {:.2} / {:.2}",
+            cpu / folded.max(1) as f64 * 1e6,
+            pg / folded.max(1) as f64 * 1e6
+        ),
+        format!("{alone:.0}"),
+    );
+    results.add(
+        "compaction during full ingest: samples/s folded | ingest samples/s (alone -> with compaction)",
+        format!("{during:.0} | {ingest_alone:.0} -> {ingest_during:.0}"),
+        format!("{during:.0}"),
+    );
+    // A pass folds one 10-minute slice; ingest at rate R fills it with 600 R samples. Both
+    // share the cores, so the highest rate compaction keeps up with is where their CPU
+    // shares add up to one.
+    let sustained = 1.0 / (1.0 / ingest_alone + 1.0 / alone);
+    let pass_secs = 600.0 * sustained / alone;
+    results.add(
+        "compaction lag: highest ingest compaction keeps up with on these cores (samples/s), lag",
+        format!(
+            "{sustained:.0} (estimate from the rates alone); lag there 10-20 min + {pass_secs:.0} s a pass; at full ingest ({ingest_during:.0}/s, compaction folding {during:.0}/s) compaction {}",
+            if during >= ingest_during { "keeps up" } else { "falls behind: the head grows until ingest slows" }
+        ),
+        format!("{sustained:.0}"),
+    );
+    Ok(())
+}
+
 /// Runs the whole suite; prints as it goes, then a table, and writes the JSON file.
 pub fn run(options: &SuiteOptions) -> Result<(), String> {
     let mut results = Results { rows: Vec::new() };
@@ -1046,11 +1166,12 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
         "promgres benchmark suite ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    // PROMGRES_BENCH_ONLY=storage or =peers runs that section alone.
+    // PROMGRES_BENCH_ONLY=storage, =peers, =reads or =lag runs that section alone.
     let only = std::env::var("PROMGRES_BENCH_ONLY").unwrap_or_default();
-    if ["storage", "peers", "reads"].contains(&only.as_str()) {
+    if ["storage", "peers", "reads", "lag"].contains(&only.as_str()) {
         match only.as_str() {
             "storage" => bench_storage(admin, &mut results, quick)?,
+            "lag" => bench_compaction_lag(admin, &mut results, quick)?,
             "peers" => bench_peers(admin, &mut results, quick)?,
             _ => {
                 bench_reads(admin, &mut results, quick)?;
@@ -1212,6 +1333,9 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
 
     println!("9. ingest side by side: promgres, Prometheus's receiver, VictoriaMetrics");
     bench_peers(admin, &mut results, quick)?;
+
+    println!("10. compaction beside full ingest: rates, CPU, lag");
+    bench_compaction_lag(admin, &mut results, quick)?;
 
     println!("\n| measurement | value |\n|---|---|\n{}", results.text());
     std::fs::write(&options.json_path, results.json())

@@ -427,6 +427,12 @@ pub struct StalledSession {
 /// timeout. PostgreSQL's own timeouts do not fire while a statement waits on its client, so
 /// without this a frozen promgres would hold its locks until its TCP connection died, which
 /// for a stopped process (its kernel still acknowledges) is never.
+///
+/// Also ended: maintenance sessions idle outside a transaction past the stall timeout while
+/// holding an advisory lock. Compaction and retention hold their session try-locks only
+/// around one transaction, so such a session belongs to a promgres frozen between its lock
+/// and its transaction, and would otherwise keep every instance off that range (or off
+/// retention) for as long as it stays frozen.
 pub fn end_stalled_sessions(
     client: &mut Client,
     bounds: &crate::pg_session::SessionBounds,
@@ -434,18 +440,25 @@ pub fn end_stalled_sessions(
     let stall_ms = i64::try_from(bounds.stall.as_millis()).unwrap_or(i64::MAX);
     let write_ms = i64::try_from((bounds.read + bounds.stall).as_millis()).unwrap_or(i64::MAX);
     let rows = client.query(
-        "SELECT pid, application_name, wait_event,
+        "SELECT pid, application_name,
+                CASE WHEN state = 'idle' THEN 'idle holding an advisory lock'
+                     ELSE coalesce(wait_event, '') END,
                 (extract(epoch FROM clock_timestamp() - state_change) * 1000)::int8,
                 pg_terminate_backend(pid)
            FROM pg_stat_activity
           WHERE datname = current_database()
             AND pid <> pg_backend_pid()
             AND application_name LIKE 'promgres-%'
-            AND state = 'active'
-            AND ((wait_event = 'ClientRead'
-                  AND state_change < clock_timestamp() - $1::int8 * interval '1 millisecond')
-              OR (wait_event = 'ClientWrite'
-                  AND state_change < clock_timestamp() - $2::int8 * interval '1 millisecond'))",
+            AND ((state = 'active'
+                  AND ((wait_event = 'ClientRead'
+                        AND state_change < clock_timestamp() - $1::int8 * interval '1 millisecond')
+                    OR (wait_event = 'ClientWrite'
+                        AND state_change < clock_timestamp() - $2::int8 * interval '1 millisecond')))
+              OR (state = 'idle'
+                  AND application_name LIKE 'promgres-maintenance %'
+                  AND state_change < clock_timestamp() - $1::int8 * interval '1 millisecond'
+                  AND EXISTS (SELECT 1 FROM pg_locks l
+                               WHERE l.pid = pg_stat_activity.pid AND l.locktype = 'advisory')))",
         &[&stall_ms, &write_ms],
     )?;
     rows.iter()

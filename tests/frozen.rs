@@ -272,3 +272,49 @@ fn a_copy_stalled_mid_stream_is_ended_by_the_watchdog() {
     );
     drop(copy);
 }
+
+#[test]
+fn a_maintenance_session_frozen_holding_a_compaction_lock_is_ended_by_the_watchdog() {
+    let run = Running::start_with("stalled_lock", |c| {
+        c.sessions.stall = Duration::from_secs(2);
+    });
+    // A session named like a promgres maintenance connection takes a compaction range's
+    // session lock and then sits idle, as a promgres stopped between its lock and its
+    // transaction does: nothing in PostgreSQL ends an idle session that holds no transaction.
+    let mut config = run.db.config();
+    config.application_name("promgres-maintenance frozen-host:1");
+    let mut frozen = config.connect(postgres::NoTls).expect("connect");
+    frozen
+        .execute("SELECT pg_advisory_lock(1668246896 + 20000, 7)", &[])
+        .expect("lock");
+    let pid: i32 = frozen
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("pid")
+        .get(0);
+    // An idle maintenance session without a lock is left alone.
+    let mut idle_config = run.db.config();
+    idle_config.application_name("promgres-maintenance idle-host:2");
+    let mut idle = idle_config.connect(postgres::NoTls).expect("connect");
+    let frozen_at = Instant::now();
+    let mut c = run.db.client();
+    let ended = wait_for(Duration::from_secs(15), || {
+        let alive = count(
+            &mut c,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        );
+        (alive == 0).then_some(())
+    });
+    assert!(ended.is_some(), "the frozen lock holder is still there");
+    let waited = frozen_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_500),
+        "ended after {waited:?}"
+    );
+    let free: bool = c
+        .query_one("SELECT pg_try_advisory_lock(1668246896 + 20000, 7)", &[])
+        .expect("try lock")
+        .get(0);
+    assert!(free, "the range's lock is free again");
+    idle.execute("SELECT 1", &[])
+        .expect("an idle maintenance session holding no lock is not ended");
+}

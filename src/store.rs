@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0006_handover_not_in_future.sql"),
     ),
     ("0007_chunks", include_str!("../migrations/0007_chunks.sql")),
+    (
+        "0008_faster_sql_decoder",
+        include_str!("../migrations/0008_faster_sql_decoder.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -1,7 +1,7 @@
 //! The chunk encoding: Gorilla-style delta-of-delta times and, for values, either decimal
 //! delta-of-delta (when every value of the chunk is exactly a decimal `m x 10^e` with one
 //! `e`, as counters and most gauges are) or Gorilla XOR (otherwise: NaN payloads, -0.0,
-//! values without a short decimal form). Bit-exact both ways; `migrations/0007_chunks.sql`
+//! values without a short decimal form). Bit-exact both ways; `migrations/0008_faster_sql_decoder.sql`
 //! holds the same decoder in PL/pgSQL, so change both together.
 //!
 //! Layout, a bit stream, most significant bit first:

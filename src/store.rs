@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_faster_sql_decoder",
         include_str!("../migrations/0008_faster_sql_decoder.sql"),
     ),
+    (
+        "0009_open_chunks",
+        include_str!("../migrations/0009_open_chunks.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
@@ -583,6 +587,7 @@ pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u6
               WHERE s.created_at < now() - $1::int8 * interval '1 millisecond'
                 AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
                 AND NOT EXISTS (SELECT 1 FROM promgres.chunks c WHERE c.series_id = s.id)
+                AND NOT EXISTS (SELECT 1 FROM promgres.open_chunks c WHERE c.series_id = s.id)
               ORDER BY s.id
               LIMIT 100000",
             &[&older_than_ms],
@@ -607,7 +612,8 @@ pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u6
                 "DELETE FROM promgres.series s
                   WHERE s.id = ANY($1)
                     AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
-                AND NOT EXISTS (SELECT 1 FROM promgres.chunks c WHERE c.series_id = s.id)
+                    AND NOT EXISTS (SELECT 1 FROM promgres.chunks c WHERE c.series_id = s.id)
+                    AND NOT EXISTS (SELECT 1 FROM promgres.open_chunks c WHERE c.series_id = s.id)
                  RETURNING s.id",
                 &[&batch],
             )?

@@ -1,5 +1,6 @@
-//! Chunks: one row of `promgres.chunks` per (series, two-hour window), holding the series'
-//! samples of that window compacted so far, encoded by [`super::codec`]. This module encodes
+//! Chunks: one row per (series, two-hour window), holding the series' samples of that window
+//! compacted so far, encoded by [`super::codec`]: in `promgres.chunks` (daily partitions,
+//! written once) when the window has closed, in `promgres.open_chunks` while it is open. This module encodes
 //! them for COPY, fetches and decodes them, and keeps a late head sample from repeating a
 //! time its chunk holds.
 
@@ -80,10 +81,16 @@ pub fn fetch(tx: &mut postgres::Transaction, keys: &[(i64, i64)]) -> Result<Vec<
     }
     let series: Vec<i64> = keys.iter().map(|k| k.0).collect();
     let windows: Vec<i64> = keys.iter().map(|k| k.1).collect();
+    // A key's chunk is in one of the two tables (closed or open window), never both.
     let rows = tx.query(
         "SELECT c.series_id, k.w, c.data
            FROM unnest($1::int8[], $2::int8[]) AS k(s, w)
            JOIN promgres.chunks c
+             ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'
+         UNION ALL
+         SELECT c.series_id, k.w, c.data
+           FROM unnest($1::int8[], $2::int8[]) AS k(s, w)
+           JOIN promgres.open_chunks c
              ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
         &[&series, &windows],
     )?;
@@ -104,6 +111,12 @@ fn fetch_reaching(tx: &mut postgres::Transaction, keys: &[(i64, i64, i64)]) -> R
         "SELECT c.series_id, k.w, c.data
            FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS k(s, w, t)
            JOIN promgres.chunks c
+             ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'
+            AND c.end_time >= timestamptz 'epoch' + k.t * interval '1 millisecond'
+         UNION ALL
+         SELECT c.series_id, k.w, c.data
+           FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS k(s, w, t)
+           JOIN promgres.open_chunks c
              ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'
             AND c.end_time >= timestamptz 'epoch' + k.t * interval '1 millisecond'",
         &[&series, &windows, &times],

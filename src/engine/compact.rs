@@ -10,7 +10,7 @@
 //! writers insert new keys, which the compactor's deletes do not touch.
 
 use super::chunks::{self, Chunk};
-use super::{window_of, GRACE_MS, SLICE_MS};
+use super::{window_of, GRACE_MS, SLICE_MS, WINDOW_MS};
 use crate::db_error::{Result, StoreError};
 use postgres::{Client, IsolationLevel};
 use std::collections::BTreeMap;
@@ -45,6 +45,9 @@ pub struct CompactionStats {
     pub ranges_skipped: u64,
     /// Range transactions that failed (left for the next pass).
     pub ranges_failed: u64,
+    /// Chunks of closed windows moved from `open_chunks` by [`promote_closed`] (those whose
+    /// last slice had no head row; the range transactions move the others as they fold it).
+    pub promoted: u64,
     /// Ranges (grid cells x days) in this pass, and how many are behind us: progress.
     pub ranges_total: u64,
     pub ranges_visited: u64,
@@ -158,6 +161,7 @@ pub fn compact_bounded(
         }
     }
     if slices.is_empty() {
+        promote_closed(client, cutoff, &mut stats)?;
         return Ok(stats);
     }
     // Ranges are cells of a fixed grid of SERIES_PER_TX ids (every instance cuts the same
@@ -209,6 +213,7 @@ pub fn compact_bounded(
             cell = next_cell(client, first + SERIES_PER_TX)?;
         }
     }
+    promote_closed(client, cutoff, &mut stats)?;
     Ok(stats)
 }
 
@@ -295,8 +300,25 @@ fn compact_range(
         ensure_chunk_partitions_for(client, day * DAY_MS)?;
         day += 1;
     }
-    // A session lock taken before the transaction starts, so the transaction's snapshot is
-    // taken while holding it and sees everything the previous holder committed.
+    match with_range_lock(client, key, |c| {
+        compact_locked(c, first, end, from, to, limit, stats)
+    })? {
+        Some(outcome) => Ok(outcome),
+        None => {
+            stats.ranges_skipped += 1;
+            Ok(Range::Done)
+        }
+    }
+}
+
+/// Runs `work` holding the range's session try-lock; None when another session holds it.
+/// A session lock taken before the transaction starts, so the transaction's snapshot is taken
+/// while holding it and sees everything the previous holder committed.
+fn with_range_lock<T>(
+    client: &mut Client,
+    key: LockKey,
+    work: impl FnOnce(&mut Client) -> Result<T>,
+) -> Result<Option<T>> {
     let (k1, k2) = (
         COMPACTION_LOCK.wrapping_add(key.day),
         i32::try_from(key.cell).unwrap_or(i32::MAX),
@@ -305,14 +327,60 @@ fn compact_range(
         .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&k1, &k2])?
         .try_get(0)?;
     if !locked {
-        stats.ranges_skipped += 1;
-        return Ok(Range::Done);
+        return Ok(None);
     }
-    let result = compact_locked(client, first, end, from, to, limit, stats);
+    let result = work(client);
     let unlock = client.execute("SELECT pg_advisory_unlock($1, $2)", &[&k1, &k2]);
     let outcome = result?;
     unlock?;
-    Ok(outcome)
+    Ok(Some(outcome))
+}
+
+/// Moves the chunks of windows that closed (all of them older than `cutoff`) from
+/// `open_chunks` to the daily partitions, per (day, cell) under the range's lock. The range
+/// transactions move a window's chunk themselves when they fold its last slice; this catches
+/// the series that had nothing in that slice (stopped sending, an idle database).
+fn promote_closed(client: &mut Client, cutoff: i64, stats: &mut CompactionStats) -> Result<()> {
+    let last_closed_start = cutoff.saturating_sub(WINDOW_MS);
+    let rows = client.query(
+        "SELECT DISTINCT floor(extract(epoch FROM start_time) * 1000 / 86400000)::int4,
+                series_id / $2
+           FROM promgres.open_chunks
+          WHERE start_time <= timestamptz 'epoch' + $1::int8 * interval '1 millisecond'
+          ORDER BY 1, 2",
+        &[&last_closed_start, &SERIES_PER_TX],
+    )?;
+    for row in rows {
+        let (day, cell): (i32, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let day_start = i64::from(day) * DAY_MS;
+        ensure_chunk_partitions_for(client, day_start)?;
+        let first = cell * SERIES_PER_TX;
+        let moved = with_range_lock(client, LockKey { day, cell }, |c| {
+            Ok(c.execute(
+                "WITH moved AS (
+                     DELETE FROM promgres.open_chunks
+                      WHERE series_id >= $1 AND series_id < $2
+                        AND start_time >= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
+                        AND start_time < timestamptz 'epoch' + $4::int8 * interval '1 millisecond'
+                        AND start_time <= timestamptz 'epoch' + $5::int8 * interval '1 millisecond'
+                     RETURNING series_id, start_time, end_time, samples, data, nan_values)
+                 INSERT INTO promgres.chunks (series_id, start_time, end_time, samples, data, nan_values)
+                 SELECT * FROM moved",
+                &[
+                    &first,
+                    &(first + SERIES_PER_TX),
+                    &day_start,
+                    &(day_start + DAY_MS),
+                    &last_closed_start,
+                ],
+            )?)
+        })?;
+        match moved {
+            Some(n) => stats.promoted += n,
+            None => stats.ranges_skipped += 1,
+        }
+    }
+    Ok(())
 }
 
 /// [`compact_range`]'s transaction, run holding the range's lock.
@@ -378,27 +446,44 @@ fn compact_locked(
     if !rewritten.is_empty() {
         let series: Vec<i64> = rewritten.iter().map(|k| k.0).collect();
         let windows: Vec<i64> = rewritten.iter().map(|k| k.1).collect();
-        tx.execute(
-            "DELETE FROM promgres.chunks c USING unnest($1::int8[], $2::int8[]) AS k(s, w)
-              WHERE c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
-            &[&series, &windows],
-        )?;
+        for table in ["promgres.chunks", "promgres.open_chunks"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} c USING unnest($1::int8[], $2::int8[]) AS k(s, w)
+                      WHERE c.series_id = k.s
+                        AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'"
+                ),
+                &[&series, &windows],
+            )?;
+        }
     }
-    let written: Vec<Chunk> = groups
+    // A window is closed once all of it lies below the cutoff (`to` is the cutoff or the
+    // end of the day, and windows never cross days): its chunk is final and goes to the daily
+    // partitions; an open window's chunk goes to open_chunks, where its next versions will
+    // replace it.
+    let (closed, open): (Vec<Chunk>, Vec<Chunk>) = groups
         .into_iter()
         .map(|((series_id, window_ms), samples)| Chunk {
             series_id,
             window_ms,
             samples,
         })
-        .collect();
-    let data = chunks::encode_copy(&written);
-    let mut writer = tx.copy_in(
-        "COPY promgres.chunks (series_id, start_time, end_time, samples, data, nan_values)
-         FROM STDIN (FORMAT binary)",
-    )?;
-    std::io::Write::write_all(&mut writer, &data)?;
-    writer.finish()?;
+        .partition(|c| c.window_ms.saturating_add(WINDOW_MS) <= to);
+    for (table, written) in [
+        ("promgres.chunks", &closed),
+        ("promgres.open_chunks", &open),
+    ] {
+        if written.is_empty() {
+            continue;
+        }
+        let data = chunks::encode_copy(written);
+        let mut writer = tx.copy_in(&format!(
+            "COPY {table} (series_id, start_time, end_time, samples, data, nan_values)
+             FROM STDIN (FORMAT binary)"
+        ))?;
+        std::io::Write::write_all(&mut writer, &data)?;
+        writer.finish()?;
+    }
     let deleted = tx.execute(
         "DELETE FROM promgres.samples
           WHERE series_id >= $1 AND series_id < $2
@@ -415,7 +500,7 @@ fn compact_locked(
     tx.commit()?;
     stats.samples += read - duplicates;
     stats.duplicates += duplicates;
-    stats.chunks += written.len() as u64;
+    stats.chunks += (closed.len() + open.len()) as u64;
     stats.rewritten += rewritten.len() as u64;
     stats.ranges_done += 1;
     Ok(Range::Done)

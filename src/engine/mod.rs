@@ -4,9 +4,10 @@
 //! A committed sample first lives in the head (`promgres.samples`, a row per sample, the
 //! primary key deciding exactly-once). Compaction folds head rows older than the cutoff
 //! (the database clock minus [`GRACE_MS`], in steps of [`SLICE_MS`]) into one chunk per
-//! (series, two-hour window) in `promgres.chunks` (encoded by [`codec`], about 1-2 bytes a
-//! sample), deleting the rows in the same transaction; the open window's chunk is rewritten
-//! with each slice, so the head holds only the last 10-20 minutes. A (series, time) is
+//! (series, two-hour window) (encoded by [`codec`], about 1-2 bytes a sample), deleting the
+//! rows in the same transaction, so the head holds only the last 10-20 minutes. An open
+//! window's chunk lives in `promgres.open_chunks`, rewritten with each slice; a closed one in
+//! `promgres.chunks`, written once. A (series, time) is
 //! therefore in the head or in a chunk, never both: the insert transaction removes the rare
 //! late sample whose chunk already holds its time ([`drop_compacted_duplicates`]). Reads merge
 //! chunks and head rows ([`read`]).

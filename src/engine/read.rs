@@ -34,6 +34,12 @@ pub fn stream_samples(
             AND start_time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
             AND end_time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
          UNION ALL
+         SELECT series_id, 0, start_time, data, NULL::float8
+           FROM promgres.open_chunks
+          WHERE series_id = ANY($1)
+            AND start_time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
+            AND end_time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
+         UNION ALL
          SELECT series_id, 1, time, NULL::bytea, value
            FROM promgres.samples
           WHERE series_id = ANY($1)

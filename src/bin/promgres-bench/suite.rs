@@ -768,8 +768,9 @@ fn promgres_storage(
     let compacted = database_bytes(&mut c)? - empty;
     let chunk_bytes: i64 = c
         .query_one(
-            "SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::int8
-               FROM pg_inherits i WHERE i.inhparent = 'promgres.chunks'::regclass",
+            "SELECT (SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::int8
+                       FROM pg_inherits i WHERE i.inhparent = 'promgres.chunks'::regclass)
+                    + pg_total_relation_size('promgres.open_chunks')",
             &[],
         )
         .map_err(sql)?
@@ -792,7 +793,8 @@ fn promgres_storage(
     let (in_chunks, in_head): (i64, i64) = {
         let row = c
             .query_one(
-                "SELECT (SELECT coalesce(sum(samples), 0)::int8 FROM promgres.chunks),
+                "SELECT (SELECT coalesce(sum(samples), 0)::int8 FROM promgres.chunks)
+                      + (SELECT coalesce(sum(samples), 0)::int8 FROM promgres.open_chunks),
                         (SELECT count(*) FROM promgres.samples)",
                 &[],
             )

@@ -103,6 +103,11 @@ pub struct Args {
     #[argh(switch)]
     pub async_acks: bool,
 
+    /// run no background compaction in this instance: another instance (or `promgres
+    /// compact`) must, or samples stay head rows (about 95 bytes each)
+    #[argh(switch)]
+    pub no_compaction: bool,
+
     /// log level: error, warn, info, debug or trace (default info; RUST_LOG overrides)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -193,6 +198,8 @@ pub struct Config {
     /// How long after start the first compaction pass waits (30 s: a restarting fleet does
     /// not compact at the same moment it reconnects; tests that need it sooner set 0).
     pub compaction_delay: Duration,
+    /// false with --no-compaction: this instance's maintenance thread never compacts.
+    pub compaction: bool,
 }
 
 /// The receiver's clock a server runs with (the system clock outside tests).
@@ -237,6 +244,7 @@ impl Config {
             advisory: None,
             clock: LocalClock::default(),
             compaction_delay: Duration::from_secs(30),
+            compaction: true,
         }
     }
 }
@@ -392,6 +400,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         advisory,
         clock: LocalClock::default(),
         compaction_delay: Duration::from_secs(30),
+        compaction: !args.no_compaction,
     })
 }
 

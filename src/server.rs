@@ -245,7 +245,9 @@ impl Server {
             let (db, shared, stopping) = (maintenance_db.clone(), shared.clone(), stopping.clone());
             let retention = config.retention;
             let clock = db_clock.clone();
-            let compaction = CompactionSchedule::starting_after(config.compaction_delay);
+            let compaction = config
+                .compaction
+                .then(|| CompactionSchedule::starting_after(config.compaction_delay));
             std::thread::Builder::new()
                 .name("promgres-maintenance".into())
                 .spawn(move || {
@@ -569,13 +571,15 @@ fn maintenance_loop(
     shared: &Shared,
     clock: &DbClock,
     retention: Option<Duration>,
-    mut compaction: CompactionSchedule,
+    mut compaction: Option<CompactionSchedule>,
     stopping: &AtomicBool,
 ) {
     // Retention runs at start-up too; partitions were just created by Server::start.
     let mut last: Option<Instant> = None;
     while !stopping.load(Ordering::Relaxed) {
-        compaction.run_if_due(db, shared, clock, stopping);
+        if let Some(compaction) = compaction.as_mut() {
+            compaction.run_if_due(db, shared, clock, stopping);
+        }
         if last.is_some_and(|l| l.elapsed() < MAINTENANCE_INTERVAL) {
             std::thread::sleep(Duration::from_millis(200));
             continue;

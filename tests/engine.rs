@@ -456,6 +456,11 @@ fn every_instance_compacts_in_the_background_at_start_and_shares_the_work() {
     .expect("rows");
     let before = sql_samples(&mut c);
     assert_eq!(head_rows(&mut c), 1200);
+    // An instance started with --no-compaction comes first and never takes a range.
+    let mut config = promgres::config::Config::for_database(db.config());
+    config.compaction_delay = Duration::ZERO;
+    config.compaction = false;
+    let bystander = promgres::server::Server::start(&config).expect("start");
     // Two instances start on the database: their maintenance threads compact at start,
     // each range once.
     let servers: Vec<_> = (0..2)
@@ -489,6 +494,13 @@ fn every_instance_compacts_in_the_background_at_start_and_shares_the_work() {
         1200.0,
         "the instances folded every sample once between them"
     );
+    let text = get(bystander.addr(), "/metrics").body;
+    assert_eq!(
+        metric_value(&text, "promgres_compaction_passes_total"),
+        0.0,
+        "--no-compaction: no pass"
+    );
+    assert!(bystander.shutdown(Duration::from_secs(10)));
     for s in servers {
         assert!(s.shutdown(Duration::from_secs(10)));
     }

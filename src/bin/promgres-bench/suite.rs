@@ -734,17 +734,34 @@ fn promgres_storage(
 ) -> Result<StorageRun, String> {
     let db = Database::create(admin, "storage")?;
     let mut c = db.client()?;
-    let server = Server::start(&db, &[])?;
+    // No background compaction while the load (hours of history replayed in seconds) is
+    // arriving: a pass in the middle would fold half-sent windows and rewrite their chunks,
+    // which measures a backfill, not the steady state. The pass below folds it all at once.
+    let server = Server::start(&db, &["--no-compaction"])?;
     let empty = database_bytes(&mut c)?;
     let report = loadgen::send_all(server.addr, bodies, counts, 4);
     if report.non_2xx() > 0 || report.transport_errors > 0 {
         return Err(format!("non-2xx answers: {}", report.text()));
     }
     let samples = counts.iter().sum::<usize>() as f64;
-    // Stopped (killed) before compacting, so its own background pass (30 s after start) does
-    // not share the work measured here; what it committed already is simply not folded again.
     drop(server);
     let sql = |e: postgres::Error| StoreError::from(e).to_string();
+    // Its sessions end a moment after the process: VACUUM below must not meet them.
+    let gone = Instant::now();
+    while gone.elapsed() < Duration::from_secs(30) {
+        let left: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name LIKE 'promgres-%'",
+                &[],
+            )
+            .map_err(sql)?
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     c.batch_execute("VACUUM ANALYZE").map_err(sql)?;
     let head = database_bytes(&mut c)? - empty;
     let pg_before = postgres_cpu_seconds();

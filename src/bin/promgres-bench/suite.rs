@@ -648,16 +648,7 @@ fn bench_reads(admin: &str, results: &mut Results, quick: bool) -> Result<(), St
     // The same read once compaction has run, as the maintenance thread keeps it: everything
     // older than the cutoff (10-20 minutes ago) in chunks, the rest in head rows.
     let mut c = db.client()?;
-    let cutoff = promgres::engine::cutoff_ms(
-        promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
-    );
-    promgres::engine::compact(
-        &mut c,
-        cutoff,
-        promgres::engine::Scope::AllDays,
-        &mut |_| true,
-    )
-    .map_err(|e| e.to_string())?;
+    compact_now(&mut c)?;
     let in_head: i64 = c
         .query_one(
             "SELECT count(*) FROM promgres.samples p JOIN promgres.series s ON s.id = p.series_id
@@ -707,6 +698,18 @@ fn database_bytes(c: &mut postgres::Client) -> Result<i64, String> {
         .map_err(|e| StoreError::from(e).to_string())?
         .try_get(0)
         .map_err(|e| StoreError::from(e).to_string())
+}
+
+/// One compaction pass up to the database clock's cutoff, as the maintenance thread runs it.
+fn compact_now(c: &mut postgres::Client) -> Result<promgres::engine::CompactionStats, String> {
+    let now = promgres::store::database_clock_ms(c).map_err(|e| e.to_string())?;
+    promgres::engine::compact(
+        c,
+        promgres::engine::cutoff_ms(now),
+        promgres::engine::Scope::AllDays,
+        &mut |_| true,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// What promgres's storage costs for one load.
@@ -767,16 +770,7 @@ fn promgres_storage(
     let pg_before = postgres_cpu_seconds();
     let cpu_before = cpu_seconds(std::process::id());
     let started = Instant::now();
-    let cutoff = promgres::engine::cutoff_ms(
-        promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
-    );
-    let stats = promgres::engine::compact(
-        &mut c,
-        cutoff,
-        promgres::engine::Scope::AllDays,
-        &mut |_| true,
-    )
-    .map_err(|e| e.to_string())?;
+    let stats = compact_now(&mut c)?;
     let compact_secs = started.elapsed().as_secs_f64();
     let compact_cpu = cpu_seconds(std::process::id()) - cpu_before;
     let compact_pg_cpu = postgres_cpu_seconds() - pg_before;
@@ -1042,16 +1036,7 @@ fn bench_reads_chunks(admin: &str, results: &mut Results, quick: bool) -> Result
     let matchers = vec![matcher(0, "__name__", "bench_long")];
     let (rows_ms, got) = read_latency(server.addr, start, end, matchers.clone(), 5)?;
     let mut c = db.client()?;
-    let cutoff = promgres::engine::cutoff_ms(
-        promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
-    );
-    promgres::engine::compact(
-        &mut c,
-        cutoff,
-        promgres::engine::Scope::AllDays,
-        &mut |_| true,
-    )
-    .map_err(|e| e.to_string())?;
+    compact_now(&mut c)?;
     let (chunks_ms, got_after) = read_latency(server.addr, start, end, matchers, 5)?;
     if got != n as usize || got_after != n as usize {
         return Err(format!("read {got} then {got_after} of {n} samples"));
@@ -1130,17 +1115,8 @@ fn bench_compaction_lag(admin: &str, results: &mut Results, quick: bool) -> Resu
     let compactor = std::thread::spawn(move || -> Result<(f64, u64), String> {
         let mut c = postgres::Client::connect(&uri, postgres::NoTls)
             .map_err(|e| StoreError::from(e).to_string())?;
-        let cutoff = promgres::engine::cutoff_ms(
-            promgres::store::database_clock_ms(&mut c).map_err(|e| e.to_string())?,
-        );
         let t = Instant::now();
-        let stats = promgres::engine::compact(
-            &mut c,
-            cutoff,
-            promgres::engine::Scope::AllDays,
-            &mut |_| true,
-        )
-        .map_err(|e| e.to_string())?;
+        let stats = compact_now(&mut c)?;
         Ok((t.elapsed().as_secs_f64(), stats.samples))
     });
     let ingest_during = send_checked(

@@ -3,11 +3,13 @@
 -- Compaction folds head rows every 10 minutes, so the chunk of a two-hour window that is
 -- still open is rewritten about twelve times. Rewritten inside the daily partitions of
 -- promgres.chunks, each old version left free space there that nothing later reuses once the
--- day is over (measured: a window folded in twelve slices took 6.8x the space of its live
--- chunks). Open windows' chunks therefore live here, a small table (at most a window per
+-- day is over (measured: a window folded in twelve slices took 7.5x the space of its live
+-- chunks). Open windows' chunks therefore live here, a small table (about a window per
 -- series) whose space autovacuum recycles, and move to promgres.chunks, written once, in the
--- compaction transaction that folds their window's last slice (or, for a series that stopped
--- sending, in the pass after the window closed).
+-- first pass with a later cutoff that finds their window closed and them untouched. A closed
+-- window's chunk that late samples rewrite (a Prometheus catching up) comes back here until
+-- the late samples stop, so a catch-up costs its day's partition one old version, not one per
+-- pass.
 CREATE TABLE promgres.open_chunks (
     series_id  bigint           NOT NULL,
     start_time timestamptz      NOT NULL,
@@ -15,6 +17,9 @@ CREATE TABLE promgres.open_chunks (
     samples    integer          NOT NULL,
     data       bytea            NOT NULL,
     nan_values double precision[],
+    -- The cutoff (ms since the epoch) of the compaction pass that wrote this version: a pass
+    -- with a later cutoff moves it to promgres.chunks once its window has closed.
+    written_cutoff bigint       NOT NULL,
     PRIMARY KEY (series_id, start_time)
 );
 ALTER TABLE promgres.open_chunks ALTER COLUMN data SET STORAGE EXTERNAL;

@@ -232,6 +232,11 @@ fn resends_late_samples_and_conflicts_after_compaction_are_stored_once() {
         merged.rewritten, 1,
         "{merged:?}: the late sample rewrote its chunk"
     );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM promgres.open_chunks"),
+        1,
+        "a closed window's rewritten chunk waits in open_chunks until late samples stop"
+    );
     assert_eq!(sql_samples(&mut c), with_late);
     assert_eq!(read_samples(&mut c), with_late);
 }
@@ -730,17 +735,28 @@ fn the_open_window_is_compacted_slice_by_slice_and_a_sender_catching_up_appends(
     assert_eq!(third.samples, 0, "{third:?}: resends left nothing to fold");
     assert_eq!(read_samples(&mut c), all);
 
-    // The chunks of windows still open live in open_chunks; once a window closes, its chunk
-    // moves to the daily partitions, even for a series with nothing left to fold.
+    // The chunks of windows still open live in open_chunks (so do closed windows' chunks
+    // rewritten under the current cutoff); the daily partitions hold only closed windows.
     let cutoff = engine::cutoff_ms(db_now(&mut c));
     let open_windows: std::collections::BTreeSet<i64> = all
         .iter()
         .map(|s| engine::window_of(s.1))
         .filter(|&w| folded_any(&all, cutoff, w) && w + engine::WINDOW_MS > cutoff)
         .collect();
+    assert!(
+        count(&mut c, "SELECT count(*) FROM promgres.open_chunks") >= open_windows.len() as i64
+    );
     assert_eq!(
-        count(&mut c, "SELECT count(*) FROM promgres.open_chunks"),
-        open_windows.len() as i64
+        count(
+            &mut c,
+            &format!(
+                "SELECT count(*) FROM promgres.chunks
+                  WHERE start_time > timestamptz 'epoch' + {} * interval '1 ms'",
+                cutoff - engine::WINDOW_MS
+            )
+        ),
+        0,
+        "no open window in the daily partitions"
     );
     // Later cutoffs are safe here: nothing writes any more.
     let last = all[all.len() - 1].1;
@@ -748,13 +764,24 @@ fn the_open_window_is_compacted_slice_by_slice_and_a_sender_catching_up_appends(
     let folded = engine::compact(&mut c, closing, engine::Scope::AllDays, &mut |_| true)
         .expect("pass past the window");
     assert_eq!(head_rows(&mut c), 0, "{folded:?}");
+    // What that pass wrote waits in open_chunks for a pass with a later cutoff.
+    let waiting = count(&mut c, "SELECT count(*) FROM promgres.open_chunks");
+    assert!(waiting > 0);
+    let idle =
+        engine::compact(&mut c, closing, engine::Scope::AllDays, &mut |_| true).expect("idle pass");
+    assert_eq!(idle.promoted, 0, "{idle:?}: same cutoff, nothing moves");
+    let later = engine::compact(
+        &mut c,
+        closing + engine::SLICE_MS,
+        engine::Scope::AllDays,
+        &mut |_| true,
+    )
+    .expect("later pass");
+    assert_eq!(later.promoted, waiting as u64, "{later:?}");
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM promgres.open_chunks"),
         0
     );
-    let idle =
-        engine::compact(&mut c, closing, engine::Scope::AllDays, &mut |_| true).expect("idle pass");
-    assert_eq!(idle.promoted, 0, "{idle:?}");
     assert_eq!(sql_samples(&mut c), all);
     assert_eq!(read_samples(&mut c), all);
 }
@@ -791,15 +818,21 @@ fn a_window_folded_slice_by_slice_is_written_to_the_daily_partitions_once() {
         .expect("pass");
         promoted += stats.promoted;
         let open = count(&mut c, "SELECT count(*) FROM promgres.open_chunks");
-        assert_eq!(
-            open,
-            if k < 12 { 1000 } else { 0 },
-            "after slice {k}: {stats:?}"
-        );
+        assert_eq!(open, 1000, "after slice {k}: {stats:?}");
     }
+    assert_eq!(promoted, 0, "nothing closed before the last slice's pass");
+    // The next cutoff finds the window closed and its chunks untouched: they move, once.
+    let next = engine::compact(
+        &mut c,
+        start + engine::WINDOW_MS + engine::SLICE_MS,
+        engine::Scope::AllDays,
+        &mut |_| true,
+    )
+    .expect("pass");
+    assert_eq!((next.samples, next.promoted), (0, 1000), "{next:?}");
     assert_eq!(
-        promoted, 0,
-        "the last slice's transactions moved every chunk themselves"
+        count(&mut c, "SELECT count(*) FROM promgres.open_chunks"),
+        0
     );
     assert_eq!(sql_samples(&mut c), expected);
     c.batch_execute("VACUUM promgres.chunks, promgres.open_chunks")

@@ -33,15 +33,17 @@ fn pg_micros(ms: i64) -> [u8; 8] {
 }
 
 /// Binary COPY data for `promgres.chunks (series_id, start_time, end_time, samples, data,
-/// nan_values)`. The NaN values go to a float8[] too, bit-exact, for the SQL decoder.
-pub fn encode_copy(chunks: &[Chunk]) -> Vec<u8> {
+/// nan_values)`, and with `written_cutoff` for `promgres.open_chunks (..., written_cutoff)`.
+/// The NaN values go to a float8[] too, bit-exact, for the SQL decoder.
+pub fn encode_copy(chunks: &[Chunk], written_cutoff: Option<i64>) -> Vec<u8> {
     let mut buf = Vec::new();
     buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     buf.extend_from_slice(&0i32.to_be_bytes());
     buf.extend_from_slice(&0i32.to_be_bytes());
     for c in chunks {
         let end = c.samples.last().map_or(c.window_ms, |s| s.0);
-        buf.extend_from_slice(&6i16.to_be_bytes());
+        let fields: i16 = if written_cutoff.is_some() { 7 } else { 6 };
+        buf.extend_from_slice(&fields.to_be_bytes());
         put_field(&mut buf, &c.series_id.to_be_bytes());
         put_field(&mut buf, &pg_micros(c.window_ms));
         put_field(&mut buf, &pg_micros(end));
@@ -68,6 +70,9 @@ pub fn encode_copy(chunks: &[Chunk]) -> Vec<u8> {
                 put_field(&mut array, &v.to_bits().to_be_bytes());
             }
             put_field(&mut buf, &array);
+        }
+        if let Some(cutoff) = written_cutoff {
+            put_field(&mut buf, &cutoff.to_be_bytes());
         }
     }
     buf.extend_from_slice(&(-1i16).to_be_bytes());

@@ -45,8 +45,8 @@ pub struct CompactionStats {
     pub ranges_skipped: u64,
     /// Range transactions that failed (left for the next pass).
     pub ranges_failed: u64,
-    /// Chunks of closed windows moved from `open_chunks` by [`promote_closed`] (those whose
-    /// last slice had no head row; the range transactions move the others as they fold it).
+    /// Chunks of closed windows moved from `open_chunks` to the daily partitions by
+    /// [`promote_closed`].
     pub promoted: u64,
     /// Ranges (grid cells x days) in this pass, and how many are behind us: progress.
     pub ranges_total: u64,
@@ -178,13 +178,13 @@ pub fn compact_bounded(
         while let Some(k) = cell {
             let first = k * SERIES_PER_TX;
             let key = LockKey { day, cell: k };
+            let span = Span { from, to, cutoff };
             match compact_span(
                 client,
                 key,
                 first,
                 first + SERIES_PER_TX,
-                from,
-                to,
+                span,
                 max_rows,
                 &mut stats,
             ) {
@@ -248,18 +248,26 @@ fn compact_span(
     key: LockKey,
     first: i64,
     end: i64,
-    from: i64,
-    to: i64,
+    span: Span,
     max_rows: u64,
     stats: &mut CompactionStats,
 ) -> Result<()> {
     let limit = if end - first > 1 { max_rows } else { u64::MAX };
-    if compact_range(client, key, first, end, from, to, limit, stats)? == Range::TooBig {
+    if compact_range(client, key, first, end, span, limit, stats)? == Range::TooBig {
         let mid = first + (end - first) / 2;
-        compact_span(client, key, first, mid, from, to, max_rows, stats)?;
-        compact_span(client, key, mid, end, from, to, max_rows, stats)?;
+        compact_span(client, key, first, mid, span, max_rows, stats)?;
+        compact_span(client, key, mid, end, span, max_rows, stats)?;
     }
     Ok(())
+}
+
+/// The head rows a range transaction folds, `[from, to)` (a day cut at the cutoff), and the
+/// pass's cutoff, which the chunks it leaves in `open_chunks` are marked with.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    from: i64,
+    to: i64,
+    cutoff: i64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -288,20 +296,19 @@ fn compact_range(
     key: LockKey,
     first: i64,
     end: i64,
-    from: i64,
-    to: i64,
+    span: Span,
     limit: u64,
     stats: &mut CompactionStats,
 ) -> Result<Range> {
     // Chunk partitions first, in their own short transactions: creating one takes the
     // partition-creation lock, which writers creating head partitions also take.
-    let mut day = from.div_euclid(DAY_MS);
-    while day * DAY_MS < to {
+    let mut day = span.from.div_euclid(DAY_MS);
+    while day * DAY_MS < span.to {
         ensure_chunk_partitions_for(client, day * DAY_MS)?;
         day += 1;
     }
     match with_range_lock(client, key, |c| {
-        compact_locked(c, first, end, from, to, limit, stats)
+        compact_locked(c, first, end, span, limit, stats)
     })? {
         Some(outcome) => Ok(outcome),
         None => {
@@ -337,9 +344,9 @@ fn with_range_lock<T>(
 }
 
 /// Moves the chunks of windows that closed (all of them older than `cutoff`) from
-/// `open_chunks` to the daily partitions, per (day, cell) under the range's lock. The range
-/// transactions move a window's chunk themselves when they fold its last slice; this catches
-/// the series that had nothing in that slice (stopped sending, an idle database).
+/// `open_chunks` to the daily partitions, per (day, cell) under the range's lock: those
+/// written by a pass with an earlier cutoff, so a chunk that this pass (or a sweep since the
+/// last cutoff) rewrote waits until late samples for it stop.
 fn promote_closed(client: &mut Client, cutoff: i64, stats: &mut CompactionStats) -> Result<()> {
     let last_closed_start = cutoff.saturating_sub(WINDOW_MS);
     let rows = client.query(
@@ -347,8 +354,9 @@ fn promote_closed(client: &mut Client, cutoff: i64, stats: &mut CompactionStats)
                 series_id / $2
            FROM promgres.open_chunks
           WHERE start_time <= timestamptz 'epoch' + $1::int8 * interval '1 millisecond'
+            AND written_cutoff < $3
           ORDER BY 1, 2",
-        &[&last_closed_start, &SERIES_PER_TX],
+        &[&last_closed_start, &SERIES_PER_TX, &cutoff],
     )?;
     for row in rows {
         let (day, cell): (i32, i64) = (row.try_get(0)?, row.try_get(1)?);
@@ -363,6 +371,7 @@ fn promote_closed(client: &mut Client, cutoff: i64, stats: &mut CompactionStats)
                         AND start_time >= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
                         AND start_time < timestamptz 'epoch' + $4::int8 * interval '1 millisecond'
                         AND start_time <= timestamptz 'epoch' + $5::int8 * interval '1 millisecond'
+                        AND written_cutoff < $6
                      RETURNING series_id, start_time, end_time, samples, data, nan_values)
                  INSERT INTO promgres.chunks (series_id, start_time, end_time, samples, data, nan_values)
                  SELECT * FROM moved",
@@ -372,6 +381,7 @@ fn promote_closed(client: &mut Client, cutoff: i64, stats: &mut CompactionStats)
                     &day_start,
                     &(day_start + DAY_MS),
                     &last_closed_start,
+                    &cutoff,
                 ],
             )?)
         })?;
@@ -388,12 +398,12 @@ fn compact_locked(
     client: &mut Client,
     first: i64,
     end: i64,
-    from: i64,
-    to: i64,
+    span: Span,
     limit: u64,
     stats: &mut CompactionStats,
 ) -> Result<Range> {
     use postgres::fallible_iterator::FallibleIterator;
+    let (from, to) = (span.from, span.to);
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -458,9 +468,12 @@ fn compact_locked(
         }
     }
     // A window is closed once all of it lies below the cutoff (`to` is the cutoff or the
-    // end of the day, and windows never cross days): its chunk is final and goes to the daily
-    // partitions; an open window's chunk goes to open_chunks, where its next versions will
-    // replace it.
+    // end of the day, and windows never cross days). The first chunk of a closed window is
+    // final and goes to the daily partitions (an upgrade's or a one-shot pass's history). Any
+    // other version (an open window's, or a closed window's rewritten by late samples) goes
+    // to open_chunks, where further versions replace it, until a pass with a later cutoff
+    // finds its window closed and it untouched ([`promote_closed`]).
+    let rewritten_keys: std::collections::HashSet<(i64, i64)> = rewritten.iter().copied().collect();
     let (closed, open): (Vec<Chunk>, Vec<Chunk>) = groups
         .into_iter()
         .map(|((series_id, window_ms), samples)| Chunk {
@@ -468,18 +481,25 @@ fn compact_locked(
             window_ms,
             samples,
         })
-        .partition(|c| c.window_ms.saturating_add(WINDOW_MS) <= to);
-    for (table, written) in [
-        ("promgres.chunks", &closed),
-        ("promgres.open_chunks", &open),
+        .partition(|c| {
+            c.window_ms.saturating_add(WINDOW_MS) <= to
+                && !rewritten_keys.contains(&(c.series_id, c.window_ms))
+        });
+    for (table, written, mark) in [
+        ("promgres.chunks", &closed, None),
+        ("promgres.open_chunks", &open, Some(span.cutoff)),
     ] {
         if written.is_empty() {
             continue;
         }
-        let data = chunks::encode_copy(written);
+        let data = chunks::encode_copy(written, mark);
+        let columns = if mark.is_some() {
+            "series_id, start_time, end_time, samples, data, nan_values, written_cutoff"
+        } else {
+            "series_id, start_time, end_time, samples, data, nan_values"
+        };
         let mut writer = tx.copy_in(&format!(
-            "COPY {table} (series_id, start_time, end_time, samples, data, nan_values)
-             FROM STDIN (FORMAT binary)"
+            "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
         ))?;
         std::io::Write::write_all(&mut writer, &data)?;
         writer.finish()?;

@@ -81,25 +81,10 @@ pub fn encode_copy(chunks: &[Chunk], written_cutoff: Option<i64>) -> Vec<u8> {
 
 /// The chunks of the given (series, window start) keys that exist.
 pub fn fetch(tx: &mut postgres::Transaction, keys: &[(i64, i64)]) -> Result<Vec<Chunk>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let series: Vec<i64> = keys.iter().map(|k| k.0).collect();
-    let windows: Vec<i64> = keys.iter().map(|k| k.1).collect();
-    // A key's chunk is in one of the two tables (closed or open window), never both.
-    let rows = tx.query(
-        "SELECT c.series_id, k.w, c.data
-           FROM unnest($1::int8[], $2::int8[]) AS k(s, w)
-           JOIN promgres.chunks c
-             ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'
-         UNION ALL
-         SELECT c.series_id, k.w, c.data
-           FROM unnest($1::int8[], $2::int8[]) AS k(s, w)
-           JOIN promgres.open_chunks c
-             ON c.series_id = k.s AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
-        &[&series, &windows],
-    )?;
-    decoded(rows)
+    // A chunk's last sample lies in its window, so "reaching the window's start" is every
+    // chunk of the key.
+    let keys: Vec<(i64, i64, i64)> = keys.iter().map(|&(s, w)| (s, w, w)).collect();
+    fetch_reaching(tx, &keys)
 }
 
 /// The chunks of the given (series, window start, time) keys whose last sample is at or

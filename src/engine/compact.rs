@@ -174,6 +174,9 @@ pub fn compact_bounded(
         .try_get(0)?;
     stats.ranges_total = u64::try_from(cells).unwrap_or(0) * slices.len() as u64;
     for (day, from, to) in slices {
+        // The day's chunk partition first, once, in its own short transaction: creating it
+        // takes the partition-creation lock, which writers creating head partitions also take.
+        ensure_chunk_partitions_for(client, from)?;
         let mut cell = next_cell(client, i64::MIN)?;
         while let Some(k) = cell {
             let first = k * SERIES_PER_TX;
@@ -277,8 +280,6 @@ enum Range {
     TooBig,
 }
 
-/// Folds the head rows of series ids `[first, end)` with times in `[from, to)` into chunks,
-/// in one transaction; skipped when another instance holds the range.
 /// Makes sure the chunk partition of the day holding `ms` exists.
 pub fn ensure_chunk_partitions_for(client: &mut Client, ms: i64) -> Result<()> {
     let d = i32::try_from(ms.div_euclid(DAY_MS))
@@ -290,7 +291,8 @@ pub fn ensure_chunk_partitions_for(client: &mut Client, ms: i64) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Folds the head rows of series ids `[first, end)` with times in `[from, to)` into chunks,
+/// in one transaction; skipped when another instance holds the range.
 fn compact_range(
     client: &mut Client,
     key: LockKey,
@@ -300,13 +302,6 @@ fn compact_range(
     limit: u64,
     stats: &mut CompactionStats,
 ) -> Result<Range> {
-    // Chunk partitions first, in their own short transactions: creating one takes the
-    // partition-creation lock, which writers creating head partitions also take.
-    let mut day = span.from.div_euclid(DAY_MS);
-    while day * DAY_MS < span.to {
-        ensure_chunk_partitions_for(client, day * DAY_MS)?;
-        day += 1;
-    }
     match with_range_lock(client, key, |c| {
         compact_locked(c, first, end, span, limit, stats)
     })? {
@@ -358,10 +353,14 @@ fn promote_closed(client: &mut Client, cutoff: i64, stats: &mut CompactionStats)
           ORDER BY 1, 2",
         &[&last_closed_start, &SERIES_PER_TX, &cutoff],
     )?;
+    let mut ensured = None;
     for row in rows {
         let (day, cell): (i32, i64) = (row.try_get(0)?, row.try_get(1)?);
         let day_start = i64::from(day) * DAY_MS;
-        ensure_chunk_partitions_for(client, day_start)?;
+        if ensured != Some(day) {
+            ensure_chunk_partitions_for(client, day_start)?;
+            ensured = Some(day);
+        }
         let first = cell * SERIES_PER_TX;
         let moved = with_range_lock(client, LockKey { day, cell }, |c| {
             Ok(c.execute(

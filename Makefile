@@ -13,7 +13,7 @@ STATIC_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/$(STATIC_TARGET)/release/promgres
 BIN ?= $(STATIC_BIN)
 
-.PHONY: run build test soak lint fmt bench clean static install
+.PHONY: run build test soak lint fmt bench clean static install fuzz
 
 build:
 	$(CARGO) build --release
@@ -36,6 +36,7 @@ run: build
 test:
 	scripts/ensure-postgres.sh
 	scripts/ensure-prometheus.sh
+	scripts/ensure-chromium.sh
 	$(CARGO) test --all-targets
 
 # The long soak (about 12 minutes, production timeouts): two real Prometheus HA pairs, two
@@ -54,6 +55,12 @@ bench:
 	scripts/ensure-prometheus.sh --bench
 	$(CARGO) build --release --bins
 	./target/release/promgres-bench --suite --json-out bench-results.json $(if $(QUICK),--quick,)
+
+# Fuzzing (nightly toolchain; cargo-fuzz is installed when missing, and without a nightly it
+# says so and does nothing): each target in fuzz/ under libFuzzer for FUZZ_SECONDS (60),
+# seeded from ../shared/fixtures; prints executions and crashes, fails on a crash.
+fuzz:
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --check

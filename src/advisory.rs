@@ -197,12 +197,15 @@ impl AdvisoryElection {
 
 /// The lock session in PostgreSQL.
 pub struct PgLockSession {
-    config: postgres::Config,
+    config: crate::pg_tls::DbConfig,
     client: Option<postgres::Client>,
 }
 
 impl PgLockSession {
-    pub fn new(db: &postgres::Config, bounds: &crate::pg_session::SessionBounds) -> Self {
+    pub fn new(
+        db: &impl crate::pg_tls::ToDbConfig,
+        bounds: &crate::pg_session::SessionBounds,
+    ) -> Self {
         let config = crate::pg_session::config(db, crate::pg_session::Kind::Lock, bounds);
         PgLockSession {
             config,

@@ -153,6 +153,27 @@ pub struct Args {
     #[argh(option, default = "String::from(\"10s\")")]
     pub leader_election_interval: String,
 
+    /// TLS and basic auth, in the web configuration format of Prometheus's
+    /// --web.config.file (tls_server_config, http_server_config, basic_auth_users); re-read
+    /// on SIGHUP
+    #[argh(option)]
+    pub web_config_file: Option<String>,
+
+    /// bearer tokens accepted (Prometheus's `authorization: credentials`): a file with one
+    /// "ROLES TOKEN" per line, ROLES being write, read, admin or a comma list; re-read on SIGHUP
+    #[argh(option)]
+    pub web_tokens_file: Option<String>,
+
+    /// roles of a basic_auth_users user, NAME=ROLES (e.g. prometheus=write,read); repeat per
+    /// user; every user needs one
+    #[argh(option)]
+    pub web_user_role: Vec<String>,
+
+    /// make /metrics need the read role when credentials are configured (default: open, like
+    /// /healthz)
+    #[argh(switch)]
+    pub web_metrics_auth: bool,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -171,7 +192,8 @@ pub enum Command {
 pub struct Config {
     pub command: Command,
     pub listen: SocketAddr,
-    pub db: postgres::Config,
+    /// The database and how sessions reach it (TLS: `sslmode`, `sslrootcert`).
+    pub db: crate::pg_tls::DbConfig,
     pub db_writers: usize,
     pub max_request_bytes: usize,
     pub max_sample_age: Duration,
@@ -200,6 +222,8 @@ pub struct Config {
     pub compaction_delay: Duration,
     /// false with --no-compaction: this instance's maintenance thread never compacts.
     pub compaction: bool,
+    /// Where TLS, users, tokens and roles come from (--web-config-file and friends).
+    pub web: crate::web_config::AccessSources,
 }
 
 /// The receiver's clock a server runs with (the system clock outside tests).
@@ -219,8 +243,10 @@ impl std::fmt::Debug for LocalClock {
 }
 
 impl Config {
-    /// Settings for tests and embedding: listen on an ephemeral port of 127.0.0.1.
+    /// Settings for tests and embedding: listen on an ephemeral port of 127.0.0.1. Sessions
+    /// use no TLS; for TLS set `db` to a parsed [`crate::pg_tls::DbConfig`].
     pub fn for_database(db: postgres::Config) -> Config {
+        let db = db.into();
         Config {
             command: Command::Run,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -245,6 +271,7 @@ impl Config {
             clock: LocalClock::default(),
             compaction_delay: Duration::from_secs(30),
             compaction: true,
+            web: crate::web_config::AccessSources::default(),
         }
     }
 }
@@ -269,9 +296,9 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         .db_uri
         .or_else(|| env("PROMGRES_DB_URI"))
         .unwrap_or_else(|| DEFAULT_DB_URI.to_string());
-    let mut db: postgres::Config = uri
-        .parse()
-        .map_err(|e| format!("--db-uri is not a valid PostgreSQL connection string: {e}"))?;
+    // Takes out and checks sslmode/sslrootcert (loading the CA file); errors never quote the
+    // URI, which may hold a password.
+    let mut db = crate::pg_tls::DbConfig::parse(&uri).map_err(|e| format!("--db-uri: {e}"))?;
     if let Some(path) = args
         .db_password_file
         .or_else(|| env("PROMGRES_DB_PASSWORD_FILE"))
@@ -376,6 +403,12 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
     }
     // Samples older than the retention would land in partitions about to be dropped.
     let max_sample_age = retention.map_or(max_sample_age, |r| max_sample_age.min(r));
+    let web = crate::web_config::AccessSources {
+        web_config_file: args.web_config_file.map(Into::into),
+        tokens_file: args.web_tokens_file.map(Into::into),
+        user_roles: crate::web_config::AccessSources::parse_user_roles(&args.web_user_role)?,
+        metrics_auth: args.web_metrics_auth,
+    };
     Ok(Config {
         command,
         listen,
@@ -401,6 +434,7 @@ pub fn from_args(args: Args, env: impl Fn(&str) -> Option<String>) -> Result<Con
         clock: LocalClock::default(),
         compaction_delay: Duration::from_secs(30),
         compaction: !args.no_compaction,
+        web,
     })
 }
 

@@ -724,6 +724,116 @@ impl Election {
             .get(cluster)
             .map(|v| v.lease.leader.clone())
     }
+
+    /// What `state_json` shows, as data (for the `/ha` page): every cluster this instance has
+    /// seen, sorted by name, its replicas sorted by name. Read-only.
+    pub fn status(&self) -> HaStatus {
+        let now_ms = self.clock.now_ms();
+        let inner = self.lock();
+        let mut clusters: Vec<ClusterStatus> = inner
+            .views
+            .iter()
+            .map(|(name, v)| ClusterStatus {
+                lease: v.lease.clone(),
+                last_failover_gap_ms: v.last_gap_ms,
+                replicas: v
+                    .replicas
+                    .iter()
+                    .map(|(r, seen)| ReplicaStatus {
+                        name: r.clone(),
+                        last_write_ms: seen.last_write_ms,
+                        max_sample_time_ms: seen.max_time_ms,
+                        buffered_samples: inner.buffer.held(name, r),
+                    })
+                    .collect(),
+            })
+            .collect();
+        clusters.sort_by(|a, b| a.lease.cluster.cmp(&b.lease.cluster));
+        HaStatus { now_ms, clusters }
+    }
+}
+
+/// A snapshot of the HA state of this instance ([`Election::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaStatus {
+    /// This instance's clock (ms) when the snapshot was taken: the replicas' last writes are
+    /// in it.
+    pub now_ms: i64,
+    pub clusters: Vec<ClusterStatus>,
+}
+
+/// One cluster as this instance sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub lease: Lease,
+    /// Data-time gap (ms) of the last failover this instance saw filled.
+    pub last_failover_gap_ms: Option<i64>,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// A replica that sent samples to this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub name: String,
+    /// When its last request arrived (this instance's clock, ms).
+    pub last_write_ms: i64,
+    /// Its newest sample time (data time, ms).
+    pub max_sample_time_ms: i64,
+    /// Its samples held in this instance's standby buffer.
+    pub buffered_samples: usize,
+}
+
+/// One lease, past or current, from `promgres.ha_lease_history`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub cluster: String,
+    pub term: i64,
+    pub leader: String,
+    /// `[start_ms, end_ms)` in data time; `end_ms` is None while the lease is open.
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    /// Database wall clock (ms) when the lease began and ended.
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    /// Why it began: "first writer", "failover: leader silent", "operator hand-over".
+    pub reason: String,
+}
+
+/// The newest `per_cluster` leases of every cluster, from `promgres.ha_lease_history`
+/// (which keeps every lease), ordered by cluster, newest term first. Read-only: one SELECT,
+/// fit for a read-only session (the `/ha` page runs it on a read pool connection, so a
+/// page load never holds the election's lock while it waits for the database).
+pub fn lease_history(
+    client: &mut postgres::Client,
+    per_cluster: i64,
+) -> Result<Vec<LeaseRecord>, StoreError> {
+    let rows = client.query(
+        "SELECT cluster, term, leader,
+                (extract(epoch FROM lease_start) * 1000)::bigint,
+                (extract(epoch FROM lease_end) * 1000)::bigint,
+                (extract(epoch FROM started_at) * 1000)::bigint,
+                (extract(epoch FROM ended_at) * 1000)::bigint,
+                reason
+           FROM (SELECT h.*, row_number() OVER (PARTITION BY cluster ORDER BY term DESC) AS n
+                   FROM promgres.ha_lease_history h) h
+          WHERE n <= $1
+          ORDER BY cluster, term DESC",
+        &[&per_cluster],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(LeaseRecord {
+                cluster: r.try_get(0)?,
+                term: r.try_get(1)?,
+                leader: r.try_get(2)?,
+                start_ms: r.try_get(3)?,
+                end_ms: r.try_get(4)?,
+                started_at_ms: r.try_get(5)?,
+                ended_at_ms: r.try_get(6)?,
+                reason: r.try_get(7)?,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug)]

@@ -12,6 +12,7 @@ use crate::ha::{Election, HaError, HandOverError};
 use crate::ingest::{Accepted, Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::read::{ReadError, ReadPool};
+use crate::web_config::Role;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +70,19 @@ pub enum ApiError {
     /// A sample time looked out of range while the database clock, by which it is judged,
     /// could not be read lately: ours to retry, not the sender's fault.
     ClockUnknown(DecodeError),
+    /// No credentials or wrong ones (401).
+    Unauthorized,
+    /// Credentials without the role the route needs (403).
+    Forbidden,
+}
+
+impl From<crate::auth::Denied> for ApiError {
+    fn from(d: crate::auth::Denied) -> Self {
+        match d {
+            crate::auth::Denied::Unauthenticated => ApiError::Unauthorized,
+            crate::auth::Denied::Forbidden => ApiError::Forbidden,
+        }
+    }
 }
 
 impl ApiError {
@@ -95,6 +109,8 @@ impl ApiError {
                 503
             }
             ApiError::MissingParameter(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden => 403,
             ApiError::Ha(HaError::Store(_)) | ApiError::HandOver(HandOverError::Store(_)) => 503,
             ApiError::HandOver(HandOverError::UnknownCluster) => 404,
             ApiError::HandOver(HandOverError::ReplicaNotSending) => 409,
@@ -106,6 +122,26 @@ impl ApiError {
             | ApiError::CommitTimeout(_)
             | ApiError::Unhealthy(_)
             | ApiError::ClockUnknown(_) => 503,
+        }
+    }
+
+    /// For errors that carry the database's words (which can name tables, roles, hosts):
+    /// what the answer says instead. The full error goes to the log.
+    fn public_summary(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Database(e) if e.is_data_error() => {
+                Some("the database refused these samples")
+            }
+            ApiError::Database(_) => Some("samples not stored: database error; retry later"),
+            ApiError::Read(ReadError::Store(_)) => Some("remote read failed: database error"),
+            ApiError::Ha(HaError::Store(_)) => {
+                Some("HA lease not readable: database error; retry later")
+            }
+            ApiError::HandOver(HandOverError::Store(_)) => {
+                Some("hand-over failed: database error; retry")
+            }
+            ApiError::Unhealthy(_) => Some("unhealthy: database unreachable or schema not current"),
+            _ => None,
         }
     }
 
@@ -128,6 +164,7 @@ impl ApiError {
             ApiError::HaDisabled | ApiError::HandOver(_) | ApiError::MissingParameter(_) => {
                 "bad_route"
             }
+            ApiError::Unauthorized | ApiError::Forbidden => "unauthorized",
         }
     }
 }
@@ -161,6 +198,8 @@ impl std::fmt::Display for ApiError {
                 f,
                 "{e}; the database clock, by which sample times are judged, could not be read lately: retry later"
             ),
+            ApiError::Unauthorized => write!(f, "credentials missing or wrong"),
+            ApiError::Forbidden => write!(f, "these credentials may not do this"),
         }
     }
 }
@@ -209,6 +248,8 @@ pub struct HttpState {
     pub read_queue: Sender<ReadJob>,
     /// The database clock, by which sample times are judged.
     pub db_clock: Arc<crate::clock::DbClock>,
+    /// Who may do what (reloaded on SIGHUP).
+    pub access: Arc<crate::auth::WebAccess>,
 }
 
 impl HttpState {
@@ -259,6 +300,20 @@ pub fn serve(server: &tiny_http::Server, state: &HttpState) {
 fn handle(mut request: Request, state: &HttpState) {
     let started = Instant::now();
     let path = request.url().split('?').next().unwrap_or("").to_string();
+    if let Some((metric_path, need)) = required_role(&path, &state.access.current()) {
+        let authorization = header_value(&request, "Authorization");
+        if let Err(denied) = state.access.current().check(authorization, need) {
+            answer(
+                request,
+                &path,
+                metric_path,
+                started,
+                Err(denied.into()),
+                state,
+            );
+            return;
+        }
+    }
     let boxed = |r: Reply| r.map(Response::boxed);
     let (metric_path, result) = match path.as_str() {
         "/write" | "/api/v1/write" => ("/write", boxed(write(&mut request, state))),
@@ -287,9 +342,44 @@ fn handle(mut request: Request, state: &HttpState) {
             "/api/v1/ha/clusters/:cluster/leader",
             boxed(ha_hand_over(&mut request, state)),
         ),
+        "/ha" => ("/ha", boxed(ha_page(&request, state))),
+        p if p.starts_with("/ha/clusters/") && p.ends_with("/leader") => (
+            "/ha/clusters/:cluster/leader",
+            boxed(ha_page_hand_over(&mut request, state)),
+        ),
         _ => ("other", Err(ApiError::NotFound)),
     };
     answer(request, &path, metric_path, started, result, state);
+}
+
+/// A short id tying an error answer to its log line: milliseconds since the epoch and a
+/// sequence number, in hex.
+fn error_id() -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("{ms:x}-{n:x}")
+}
+
+/// The role a route needs (with its name for the request metrics), or None for open routes
+/// and unknown paths (those get 404 whoever asks). Checked before a body is read.
+fn required_role(path: &str, access: &crate::auth::Access) -> Option<(&'static str, Role)> {
+    match path {
+        "/write" | "/api/v1/write" => Some(("/write", Role::Write)),
+        "/read" | "/api/v1/read" => Some(("/read", Role::Read)),
+        "/metrics" if access.metrics_protected() => Some(("/metrics", Role::Read)),
+        "/api/v1/ha/clusters" => Some(("/api/v1/ha/clusters", Role::Read)),
+        p if p.starts_with("/api/v1/ha/clusters/") && p.ends_with("/leader") => {
+            Some(("/api/v1/ha/clusters/:cluster/leader", Role::Admin))
+        }
+        "/ha" => Some(("/ha", Role::Read)),
+        p if p.starts_with("/ha/clusters/") && p.ends_with("/leader") => {
+            Some(("/ha/clusters/:cluster/leader", Role::Admin))
+        }
+        _ => None,
+    }
 }
 
 /// Sends the answer to a request, or the error's, and counts it.
@@ -305,20 +395,45 @@ fn answer(
         Ok(r) => r,
         Err(e) => {
             let status = e.status();
-            if status >= 500 {
-                log::warn!("{path}: {status}: {e}");
-            } else {
-                log::debug!("{path}: {status}: {e}");
-            }
-            let mut r = Response::from_string(format!("{e}\n"))
+            let body = match e.public_summary() {
+                // The database's own words stay in the log, found by the id in the answer.
+                Some(summary) => {
+                    let id = error_id();
+                    log::warn!("{path}: {status} (error id {id}): {e}");
+                    format!("{summary} (error id {id})\n")
+                }
+                None => {
+                    if status >= 500 {
+                        log::warn!("{path}: {status}: {e}");
+                    } else {
+                        log::debug!("{path}: {status}: {e}");
+                    }
+                    format!("{e}\n")
+                }
+            };
+            let mut r = Response::from_string(body)
                 .with_status_code(status)
                 .with_header(header("Content-Type", "text/plain; charset=utf-8"));
             if status == 503 {
                 r = r.with_header(header("Retry-After", &RETRY_AFTER_SECS.to_string()));
             }
+            if status == 401 {
+                r = r
+                    .with_header(header(
+                        "WWW-Authenticate",
+                        "Basic realm=\"promgres\", charset=\"UTF-8\"",
+                    ))
+                    .with_header(header("WWW-Authenticate", "Bearer realm=\"promgres\""));
+            }
             r.boxed()
         }
     };
+    let mut response = response;
+    for (name, value) in state.access.current().headers() {
+        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(h);
+        }
+    }
     let code = response.status_code().0;
     if metric_path == "/write" {
         state.metrics.http_write_duration.observe(started.elapsed());
@@ -656,4 +771,196 @@ fn metrics(request: &Request, state: &HttpState) -> Reply {
             "text/plain; version=0.0.4; charset=utf-8",
         )),
     )
+}
+
+/// How many leases per cluster the `/ha` page shows.
+const HA_PAGE_HISTORY: usize = 10;
+
+/// The longest the `/ha` page waits for a read connection for the lease history; past it the
+/// page is served without the history (and says so).
+const HA_PAGE_DB_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether the caller may hand a cluster's lease over: the `/ha` page renders its forms, and
+/// `POST /ha/clusters/<cluster>/leader` acts, only when it may.
+fn may_hand_over(request: &Request, state: &HttpState) -> bool {
+    state
+        .access
+        .current()
+        .check(header_value(request, "Authorization"), Role::Admin)
+        .is_ok()
+}
+
+/// `GET /ha`: the HA page for operators (`ha_page`), from the election's state and the
+/// newest leases of the database's lease history.
+fn ha_page(request: &Request, state: &HttpState) -> Reply {
+    if *request.method() != Method::Get {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let ha = state.ha.as_ref().ok_or(ApiError::HaDisabled)?;
+    // On a read connection (read-only sessions), not the election's: a page load never holds
+    // the election's lock while it waits for the database.
+    let history = state
+        .reads
+        .get(HA_PAGE_DB_WAIT)
+        .map_err(|e| e.to_string())
+        .and_then(|mut pooled| {
+            let client = pooled.client().map_err(|e| e.to_string())?;
+            crate::ha::lease_history(client, HA_PAGE_HISTORY as i64).map_err(|e| e.to_string())
+        })
+        // The page says that the history could not be read, not the database's words.
+        .map_err(|e| {
+            let id = error_id();
+            log::warn!("/ha: lease history not read (error id {id}): {e}");
+            format!("database error (error id {id})")
+        });
+    let config = ha.config();
+    let page = crate::ha_page::PageState {
+        status: ha.status(),
+        history,
+        history_limit: HA_PAGE_HISTORY,
+        cluster_label: config.cluster_label.clone(),
+        replica_label: config.replica_label.clone(),
+        failover_timeout_ms: config.failover_timeout_ms,
+    };
+    let html = crate::ha_page::render(&page, may_hand_over(request, state));
+    Ok(html_response(200, html))
+}
+
+/// `POST /ha/clusters/<cluster>/leader` with the form body `replica=<name>`
+/// (application/x-www-form-urlencoded): the `/ha` page's hand-over button. The same hand-over
+/// as the API; answers 303 See Other back to /ha, or an HTML page with the error.
+fn ha_page_hand_over(request: &mut Request, state: &HttpState) -> Reply {
+    match ha_page_hand_over_inner(request, state) {
+        Ok(()) => Ok(Response::from_data(Vec::new())
+            .with_status_code(303)
+            .with_header(header("Location", "/ha"))),
+        Err((status, message)) => Ok(html_response(
+            status,
+            crate::ha_page::render_error(status, &message),
+        )),
+    }
+}
+
+fn ha_page_hand_over_inner(request: &mut Request, state: &HttpState) -> Result<(), (u16, String)> {
+    let api = |e: ApiError| match e.public_summary() {
+        Some(summary) => {
+            let id = error_id();
+            log::warn!("/ha hand-over: {} (error id {id}): {e}", e.status());
+            (e.status(), format!("{summary} (error id {id})"))
+        }
+        None => (e.status(), e.to_string()),
+    };
+    if *request.method() != Method::Post {
+        return Err(api(ApiError::MethodNotAllowed));
+    }
+    if state.ha.is_none() {
+        return Err(api(ApiError::HaDisabled));
+    }
+    if !may_hand_over(request, state) {
+        return Err((403, "handing a lease over needs the admin role".into()));
+    }
+    // A form posted from another site's page (the browser says so in Origin) is refused: a
+    // page elsewhere must not make an operator's browser hand a lease over. Behind a proxy
+    // that rewrites Host, the proxy's X-Forwarded-Host names this server (a page elsewhere
+    // cannot set that header on a form).
+    if let Some(origin) = header_value(request, "Origin") {
+        let host = header_value(request, "Host").unwrap_or("");
+        let forwarded = header_value(request, "X-Forwarded-Host")
+            .and_then(|h| h.split(',').next())
+            .map(str::trim);
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| {
+                (!host.is_empty() && o.eq_ignore_ascii_case(host))
+                    || forwarded.is_some_and(|f| !f.is_empty() && o.eq_ignore_ascii_case(f))
+            });
+        if !same {
+            return Err((
+                403,
+                format!(
+                    "cross-origin form refused: Origin {origin:?} is not this server ({host:?})"
+                ),
+            ));
+        }
+    }
+    if let Some(content_type) = header_value(request, "Content-Type") {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(api(ApiError::UnsupportedMediaType(format!(
+                "unsupported Content-Type {content_type:?}: the hand-over form is application/x-www-form-urlencoded"
+            ))));
+        }
+    }
+    let url = request.url().to_string();
+    let path = url.split('?').next().unwrap_or("");
+    let cluster = path
+        .strip_prefix("/ha/clusters/")
+        .and_then(|p| p.strip_suffix("/leader"))
+        .map(percent_decode)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| api(ApiError::NotFound))?;
+    let body = read_body(request, 4096, state.body_deadline).map_err(api)?;
+    let body = String::from_utf8_lossy(&body);
+    let replica = body
+        .split('&')
+        .find_map(|kv| kv.trim().strip_prefix("replica="))
+        .map(percent_decode)
+        .filter(|r| !r.is_empty())
+        .ok_or((400, "missing form field \"replica\"".to_string()))?;
+    let lease = state
+        .ingest
+        .hand_over(&cluster, &replica)
+        .map_err(|e| api(ApiError::HandOver(e)))?;
+    log::info!(
+        "HA cluster {:?}: handed over to {:?} from the /ha page (term {}, data time T={} ms)",
+        lease.cluster,
+        lease.leader,
+        lease.term,
+        lease.start_ms
+    );
+    Ok(())
+}
+
+fn html_response(status: u16, html: String) -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_data(html.into_bytes())
+        .with_status_code(status)
+        .with_header(header("Content-Type", "text/html; charset=utf-8"))
+        .with_header(header("Cache-Control", "no-store"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_words_stay_out_of_answers() {
+        let secret = "relation \"promgres.secret_table\" owned by role dbadmin on db.internal";
+        let cases = [
+            ApiError::Database(StoreError {
+                connection_lost: true,
+                sqlstate: Some("57P01".into()),
+                message: secret.into(),
+            }),
+            ApiError::Database(StoreError {
+                connection_lost: false,
+                sqlstate: Some("22P02".into()),
+                message: secret.into(),
+            }),
+            ApiError::Read(ReadError::Store(StoreError::internal(secret))),
+            ApiError::Unhealthy(secret.into()),
+        ];
+        for e in cases {
+            let summary = e.public_summary().expect("a summary for a database error");
+            assert!(!summary.contains("secret_table"), "{summary}");
+            assert!(
+                e.to_string().contains("secret_table"),
+                "the log keeps the detail"
+            );
+        }
+        assert!(ApiError::Unauthorized.public_summary().is_none());
+        assert_eq!(ApiError::Unauthorized.status(), 401);
+        assert_eq!(ApiError::Forbidden.status(), 403);
+        assert_ne!(error_id(), error_id());
+    }
 }

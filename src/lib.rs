@@ -7,6 +7,7 @@
 //! wires the stages together; ARCHITECTURE.md has the map and the invariants.
 
 pub mod advisory;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db_error;
@@ -14,10 +15,12 @@ pub mod decode;
 pub mod engine;
 pub mod fence;
 pub mod ha;
+pub mod ha_page;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod pg_session;
+pub mod pg_tls;
 pub mod proto;
 pub mod queue;
 pub mod read;
@@ -26,6 +29,8 @@ pub mod server;
 pub mod standby;
 pub mod store;
 pub mod sys;
+pub mod tls;
+pub mod web_config;
 pub mod writer;
 pub mod xor;
 

@@ -52,6 +52,16 @@ fn main() {
             };
             while !promgres::sys::signalled() {
                 std::thread::sleep(Duration::from_millis(100));
+                if promgres::sys::reload_requested() {
+                    match server.reload_access() {
+                        Ok(()) => log::info!(
+                            "SIGHUP: web configuration, tokens and certificates reloaded"
+                        ),
+                        Err(e) => {
+                            log::error!("SIGHUP: reload failed, the previous settings stay: {e}")
+                        }
+                    }
+                }
             }
             log::info!("signal received: draining the write queue");
             if server.shutdown(SHUTDOWN_DEADLINE) {

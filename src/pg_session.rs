@@ -99,9 +99,13 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-/// The connection settings of a session of `kind` on database `db`.
-pub fn config(db: &postgres::Config, kind: Kind, bounds: &SessionBounds) -> postgres::Config {
-    let mut config = db.clone();
+/// The connection settings of a session of `kind` on database `db` (its TLS settings kept).
+pub fn config(
+    db: &impl crate::pg_tls::ToDbConfig,
+    kind: Kind,
+    bounds: &SessionBounds,
+) -> crate::pg_tls::DbConfig {
+    let mut config = db.to_db_config();
     config.application_name(&application_name(kind));
     config
         .keepalives(true)
@@ -143,7 +147,7 @@ pub fn config(db: &postgres::Config, kind: Kind, bounds: &SessionBounds) -> post
         _ => {}
     }
     // Keep what the operator put in the URI's options; ours come last and win.
-    let options = match db.get_options() {
+    let options = match config.get_options() {
         Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {options}"),
         _ => options,
     };
@@ -157,9 +161,10 @@ mod tests {
 
     #[test]
     fn every_session_is_bounded_and_named() {
-        let mut db: postgres::Config = "postgresql://u@h/d?options=-c%20work_mem%3D64MB"
-            .parse()
-            .expect("uri");
+        let mut db: crate::pg_tls::DbConfig =
+            "postgresql://u@h/d?options=-c%20work_mem%3D64MB&sslmode=require"
+                .parse()
+                .expect("uri");
         db.dbname("d");
         let bounds = SessionBounds::default();
         for kind in [
@@ -195,5 +200,10 @@ mod tests {
             .get_application_name()
             .is_some_and(|n| n.starts_with("promgres-writer-3 ")));
         assert_eq!(bounds.watch_interval(), Duration::from_secs(5));
+        // The session keeps the database's TLS settings.
+        assert_eq!(
+            config(&db, Kind::Read, &bounds).verify(),
+            Some(crate::pg_tls::Verify::Nothing)
+        );
     }
 }

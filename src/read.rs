@@ -233,7 +233,7 @@ pub fn samples_response(
 
 /// Connections for reads, and the gate that bounds concurrent reads.
 pub struct ReadPool {
-    config: postgres::Config,
+    config: crate::pg_tls::DbConfig,
     idle: Mutex<Vec<Client>>,
     slots: (Sender<()>, Receiver<()>),
 }
@@ -277,7 +277,7 @@ impl ReadPool {
     /// A pool of at most `connections` connections, which is also the number of concurrent
     /// reads; further reads wait for one.
     pub fn new(
-        db: &postgres::Config,
+        db: &impl crate::pg_tls::ToDbConfig,
         connections: usize,
         bounds: &crate::pg_session::SessionBounds,
     ) -> Arc<ReadPool> {

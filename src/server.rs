@@ -28,14 +28,14 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
 /// maintenance connection (retention).
 pub struct Control {
     label: &'static str,
-    config: postgres::Config,
+    config: crate::pg_tls::DbConfig,
     client: Mutex<Option<Client>>,
     metrics: Arc<Metrics>,
 }
 
 impl Control {
     fn new(
-        db: &postgres::Config,
+        db: &crate::pg_tls::DbConfig,
         kind: pg_session::Kind,
         label: &'static str,
         metrics: Arc<Metrics>,
@@ -122,15 +122,19 @@ pub struct Server {
     db_clock: Arc<DbClock>,
     shared: Option<Arc<Shared>>,
     pub metrics: Arc<Metrics>,
+    access: Arc<crate::auth::WebAccess>,
 }
 
 /// Applies migrations on a fresh connection with the default session bounds.
-pub fn migrate(db: &postgres::Config) -> store::Result<usize> {
+pub fn migrate(db: &impl crate::pg_tls::ToDbConfig) -> store::Result<usize> {
     migrate_with(db, &SessionBounds::default())
 }
 
 /// Applies migrations on a fresh connection (`promgres migrate`, and start-up).
-pub fn migrate_with(db: &postgres::Config, bounds: &SessionBounds) -> store::Result<usize> {
+pub fn migrate_with(
+    db: &impl crate::pg_tls::ToDbConfig,
+    bounds: &SessionBounds,
+) -> store::Result<usize> {
     let mut client = store::connect(&pg_session::config(db, pg_session::Kind::Migrate, bounds))?;
     store::migrate(&mut client)
 }
@@ -139,6 +143,9 @@ impl Server {
     /// Migrates, then starts serving. Fails when the database cannot be reached at start:
     /// better a clear start-up error than a server that answers 503 forever.
     pub fn start(config: &Config) -> Result<Server, String> {
+        // Before the database: a wrong certificate or user file is a start-up error, not a
+        // server that refuses every sender.
+        let access = Arc::new(crate::auth::WebAccess::load(config.web.clone())?);
         migrate_with(&config.db, &config.sessions)
             .map_err(|e| format!("cannot migrate the database: {e}"))?;
         let metrics = Arc::new(Metrics::default());
@@ -268,11 +275,18 @@ impl Server {
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let http_server = Arc::new(
-            tiny_http::Server::from_listener_with_limits(
-                listener,
-                None,
-                http::connection_limits(config),
-            )
+            match access.tls_source() {
+                Some(tls) => tiny_http::Server::from_listener_with_tls(
+                    listener,
+                    tls,
+                    http::connection_limits(config),
+                ),
+                None => tiny_http::Server::from_listener_with_limits(
+                    listener,
+                    None,
+                    http::connection_limits(config),
+                ),
+            }
             .map_err(|e| format!("cannot serve on {}: {e}", config.listen))?,
         );
         metrics.watch_listener(http_server.stats());
@@ -308,6 +322,7 @@ impl Server {
             read_queue,
             stopping: stopping.clone(),
             db_clock: db_clock.clone(),
+            access: access.clone(),
         });
         let mut http_threads = Vec::with_capacity(config.http_threads + config.read_connections);
         for n in 0..config.read_connections {
@@ -330,12 +345,22 @@ impl Server {
             );
         }
         log::info!(
-            "promgres listening on http://{addr} ({} writers, acks {})",
+            "promgres listening on {}://{addr} ({} writers, acks {}{})",
+            if access.tls_source().is_some() {
+                "https"
+            } else {
+                "http"
+            },
             config.db_writers,
             if config.async_acks {
                 "asynchronous"
             } else {
                 "after commit"
+            },
+            if access.current().enabled() {
+                ", credentials required"
+            } else {
+                ""
             }
         );
         Ok(Server {
@@ -353,11 +378,18 @@ impl Server {
             db_clock,
             shared: Some(shared),
             metrics,
+            access,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reads the web configuration, tokens and certificates again (SIGHUP); on an error the
+    /// settings in force stay.
+    pub fn reload_access(&self) -> Result<(), String> {
+        self.access.reload()
     }
 
     /// Runs the retention pass now (it also runs at start-up and every 10 minutes).
@@ -601,7 +633,10 @@ fn maintenance_loop(
 /// `promgres compact`: migrates, then runs one compaction pass up to the cutoff of the
 /// database clock, printing progress (done/total, rate, time left) every few seconds. Safe
 /// beside running instances: each range is claimed with a try-lock.
-pub fn compact_now(db: &postgres::Config, bounds: &SessionBounds) -> store::Result<()> {
+pub fn compact_now(
+    db: &impl crate::pg_tls::ToDbConfig,
+    bounds: &SessionBounds,
+) -> store::Result<()> {
     migrate_with(db, bounds)?;
     let mut client = store::connect(&pg_session::config(
         db,

@@ -6,7 +6,7 @@
 //! writer pool decides when to call them and how to cache what they return.
 
 use crate::fence::LockFence;
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 /// Migrations in order; `version` is the position, starting at 1.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -51,8 +51,9 @@ pub use crate::db_error::{Result, StoreError};
 /// cleanup exclusively while it deletes.
 pub(crate) const SERIES_REMOVAL_LOCK_KEY: i64 = 0x7072_6f6d_7365_7269; // "promseri"
 
-pub fn connect(config: &postgres::Config) -> Result<Client> {
-    Ok(config.connect(NoTls)?)
+/// Opens a session (its settings from `pg_session::config`), with TLS as the URI asked.
+pub fn connect(config: &crate::pg_tls::DbConfig) -> Result<Client> {
+    config.connect()
 }
 
 /// Applies every migration newer than the database's version, under a session advisory lock
@@ -301,7 +302,7 @@ pub fn advisory_unlock(client: &mut Client) -> Result<()> {
 
 /// Leases in PostgreSQL, on a connection of their own (outside the writer pool).
 pub struct PgLeaseStore {
-    config: postgres::Config,
+    config: crate::pg_tls::DbConfig,
     client: Option<Client>,
 }
 
@@ -322,7 +323,10 @@ fn lease_from_row(row: &postgres::Row) -> Result<crate::ha::Lease> {
 }
 
 impl PgLeaseStore {
-    pub fn new(db: &postgres::Config, bounds: &crate::pg_session::SessionBounds) -> Self {
+    pub fn new(
+        db: &impl crate::pg_tls::ToDbConfig,
+        bounds: &crate::pg_session::SessionBounds,
+    ) -> Self {
         let config = crate::pg_session::config(db, crate::pg_session::Kind::Ha, bounds);
         PgLeaseStore {
             config,

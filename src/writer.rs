@@ -64,7 +64,7 @@ impl WriterPool {
     /// Starts one writer per receiver of `jobs` (the queue's ends, one per writer). They run
     /// until every sender is dropped and their queue is drained.
     pub fn start(
-        db: &postgres::Config,
+        db: &impl crate::pg_tls::ToDbConfig,
         jobs: Vec<Receiver<Job>>,
         shared: Arc<Shared>,
         bounds: &SessionBounds,
@@ -117,7 +117,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 struct Writer {
     name: String,
-    config: postgres::Config,
+    config: crate::pg_tls::DbConfig,
     client: Option<Client>,
     shared: Arc<Shared>,
     /// Jobs already acknowledged (`--async-acks`) whose write failed: nobody else will retry

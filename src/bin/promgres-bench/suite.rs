@@ -418,7 +418,7 @@ fn ingest(
 /// session, 50,000 rows per transaction, series ids and partitions prepared beforehand.
 fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
     let db = Database::create(admin, "copy")?;
-    promgres::server::migrate(&db.uri().parse().map_err(|e| format!("{e}"))?)
+    promgres::server::migrate(&promgres::pg_tls::DbConfig::parse(&db.uri())?)
         .map_err(|e| e.to_string())?;
     let mut c = db.client()?;
     let metrics: Vec<String> = (0..w.series)

@@ -120,6 +120,8 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+#[cfg(feature = "ssl-rustls")]
+pub use ssl::TlsConfigSource;
 
 mod client;
 mod common;
@@ -254,6 +256,21 @@ impl Server {
         Self::from_listener_with_limits(listener, ssl_config, ConnectionLimits::default())
     }
 
+    /// promgres patch: a TLS server whose rustls configuration `source` gives per accepted
+    /// connection (so certificates can be swapped while it runs), bounded by `limits`.
+    #[cfg(feature = "ssl-rustls")]
+    pub fn from_listener_with_tls<L: Into<Listener>>(
+        listener: L,
+        source: TlsConfigSource,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::start(
+            listener.into(),
+            Some(crate::ssl::SslContextImpl::from_source(source)),
+            limits,
+        )
+    }
+
     /// promgres patch: a server whose accepted connections are bounded by `limits`.
     pub fn from_listener_with_limits<L: Into<Listener>>(
         listener: L,
@@ -261,16 +278,6 @@ impl Server {
         limits: ConnectionLimits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        // building the "close" variable
-        let close_trigger = Arc::new(AtomicBool::new(false));
-
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
         // building the SSL capabilities
         #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
         compile_error!(
@@ -290,6 +297,23 @@ impl Server {
                 ),
                 None => None,
             }
+        };
+        Self::start(listener, ssl, limits)
+    }
+
+    fn start(
+        listener: Listener,
+        ssl: Option<SslContext>,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        // building the "close" variable
+        let close_trigger = Arc::new(AtomicBool::new(false));
+
+        // building the TcpListener
+        let (server, local_addr) = {
+            let local_addr = listener.local_addr()?;
+            log::debug!("Server listening on {}", local_addr);
+            (listener, local_addr)
         };
 
         // creating a task where server.accept() is continuously called

@@ -18,3 +18,5 @@ pub(crate) mod rustls;
 pub(crate) use self::rustls::RustlsContext as SslContextImpl;
 #[cfg(feature = "ssl-rustls")]
 pub(crate) use self::rustls::RustlsStream as SslStream;
+#[cfg(feature = "ssl-rustls")]
+pub use self::rustls::TlsConfigSource;

@@ -1,33 +1,56 @@
+// promgres patch: rewritten for rustls 0.23. The server configuration comes from the caller
+// (`TlsConfigSource`), asked once per accepted connection, so the caller can swap
+// certificates and client CAs at run time (promgres reloads them on SIGHUP) and choose the
+// client-certificate policy itself. The handshake runs lazily on the connection's own thread
+// (rustls does no I/O in `ServerConnection::new`), never on the accept thread.
 use crate::connection::Connection;
 use crate::util::refined_tcp_stream::Stream as RefinedStream;
 use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::{Arc, Mutex};
-use zeroize::Zeroizing;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Gives the TLS configuration for the next accepted connection.
+pub type TlsConfigSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+
+type Inner = rustls::StreamOwned<rustls::ServerConnection, Connection>;
 
 /// A wrapper around an owned Rustls connection and corresponding stream.
 ///
-/// Uses an internal Mutex to permit disparate reader & writer threads to access the stream independently.
-pub(crate) struct RustlsStream(
-    Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, Connection>>>,
-);
+/// Uses an internal Mutex to permit disparate reader & writer threads to access the stream
+/// independently (tiny_http serialises them for secure connections: the next request is read
+/// only after the previous response was sent).
+pub(crate) struct RustlsStream(Arc<Mutex<Inner>>);
 
 impl RustlsStream {
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+    // A poisoned lock means a thread panicked mid-record: the stream is unusable, but the
+    // connection's other half must get an error, not a panic.
+    fn lock(&self) -> std::io::Result<MutexGuard<'_, Inner>> {
         self.0
             .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .sock
-            .peer_addr()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::Other, "TLS stream poisoned"))
+    }
+
+    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+        self.lock()?.sock.peer_addr()
     }
 
     pub(crate) fn shutdown(&mut self, how: Shutdown) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .sock
-            .shutdown(how)
+        let mut inner = self.lock()?;
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            inner.conn.send_close_notify();
+            // Written directly: `StreamOwned::flush` during a handshake (one that failed, say
+            // a plain-HTTP client) goes on to wait for the peer's next record, which held such
+            // connections open until the read timeout.
+            let Inner { conn, sock } = &mut *inner;
+            while conn.wants_write() {
+                match conn.write_tls(sock) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        inner.sock.shutdown(how)
     }
 }
 
@@ -39,77 +62,42 @@ impl Clone for RustlsStream {
 
 impl Read for RustlsStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .read(buf)
+        self.lock()?.read(buf)
     }
 }
 
 impl Write for RustlsStream {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .write(buf)
+        self.lock()?.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .expect("Failed to lock SSL stream mutex")
-            .flush()
+        self.lock()?.flush()
     }
 }
 
-pub(crate) struct RustlsContext(Arc<rustls::ServerConfig>);
+pub(crate) struct RustlsContext(TlsConfigSource);
 
 impl RustlsContext {
+    pub(crate) fn from_source(source: TlsConfigSource) -> Self {
+        Self(source)
+    }
+
     pub(crate) fn from_pem(
-        certificates: Vec<u8>,
-        private_key: Zeroizing<Vec<u8>>,
+        _certificates: Vec<u8>,
+        _private_key: zeroize::Zeroizing<Vec<u8>>,
     ) -> Result<Self, Box<dyn Error + Send + Sync>> {
-        let certificate_chain: Vec<rustls::Certificate> =
-            rustls_pemfile::certs(&mut certificates.as_slice())?
-                .into_iter()
-                .map(|bytes| rustls::Certificate(bytes))
-                .collect();
-
-        if certificate_chain.is_empty() {
-            return Err("Couldn't extract certificate chain from config.".into());
-        }
-
-        let private_key = rustls::PrivateKey({
-            let pkcs8_keys = rustls_pemfile::pkcs8_private_keys(
-                &mut private_key.clone().as_slice(),
-            )
-            .expect("file contains invalid pkcs8 private key (encrypted keys are not supported)");
-
-            if let Some(pkcs8_key) = pkcs8_keys.first() {
-                pkcs8_key.clone()
-            } else {
-                let rsa_keys = rustls_pemfile::rsa_private_keys(&mut private_key.as_slice())
-                    .expect("file contains invalid rsa private key");
-                rsa_keys[0].clone()
-            }
-        });
-
-        let tls_conf = rustls::ServerConfig::builder()
-            .with_safe_defaults()
-            .with_no_client_auth()
-            .with_single_cert(certificate_chain, private_key)?;
-
-        Ok(Self(Arc::new(tls_conf)))
+        Err("this tiny_http build takes TLS configuration from Server::from_listener_with_tls".into())
     }
 
     pub(crate) fn accept(
         &self,
         stream: Connection,
     ) -> Result<RustlsStream, Box<dyn Error + Send + Sync + 'static>> {
-        let connection = rustls::ServerConnection::new(self.0.clone())?;
-        Ok(RustlsStream(Arc::new(Mutex::new(
-            rustls::StreamOwned::new(connection, stream),
-        ))))
+        let connection = rustls::ServerConnection::new((self.0)())?;
+        Ok(RustlsStream(Arc::new(Mutex::new(rustls::StreamOwned::new(
+            connection, stream,
+        )))))
     }
 }
 

@@ -71,13 +71,24 @@ pub fn migrate(client: &mut Client) -> Result<usize> {
 }
 
 fn apply_migrations(client: &mut Client) -> Result<usize> {
-    client.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS promgres;
-         CREATE TABLE IF NOT EXISTS promgres.schema_migrations (
-             version    integer PRIMARY KEY,
-             name       text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now())",
-    )?;
+    // Only on a fresh database: CREATE SCHEMA checks the CREATE privilege on the database
+    // even with IF NOT EXISTS, and the run-time role need not have it (docs/operations.md,
+    // "Grants").
+    let fresh: bool = client
+        .query_one(
+            "SELECT to_regclass('promgres.schema_migrations') IS NULL",
+            &[],
+        )?
+        .try_get(0)?;
+    if fresh {
+        client.batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS promgres;
+             CREATE TABLE IF NOT EXISTS promgres.schema_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )?;
+    }
     let current = schema_version(client)?.unwrap_or(0);
     let mut applied = 0;
     for (i, (name, sql)) in MIGRATIONS.iter().enumerate() {

@@ -242,10 +242,16 @@ fn prometheus_over_tls_with_basic_auth_and_bearer_tokens() {
     .unwrap();
     let pwfile = dir.join("dbpw");
     std::fs::write(&pwfile, DB_PASSWORD).unwrap();
-    // Trust authentication ignores the password; it is here to be looked for in the output.
+    // The app role's password becomes DB_PASSWORD, to be looked for in the output.
+    db.admin_client()
+        .batch_execute(&format!(
+            "ALTER ROLE {} PASSWORD '{DB_PASSWORD}'",
+            db.app_role
+        ))
+        .unwrap();
     let uri = db
         .uri()
-        .replacen("postgres@", &format!("postgres:{DB_PASSWORD}@"), 1);
+        .replacen(":promgres-test-app@", &format!(":{DB_PASSWORD}@"), 1);
     assert!(uri.contains(DB_PASSWORD), "{uri}");
     let args: Vec<String> = [
         "--high-availability",

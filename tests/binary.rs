@@ -27,9 +27,7 @@ fn run(args: &[&str]) -> std::process::Output {
 }
 
 fn uri(db: &TestDb) -> String {
-    let admin = admin_uri();
-    let (base, _) = admin.rsplit_once('/').expect("admin uri has a database");
-    format!("{base}/{}", db.name)
+    db.uri()
 }
 
 #[test]

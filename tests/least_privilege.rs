@@ -49,7 +49,7 @@ impl Drop for Roles {
 }
 
 fn as_role(db: &TestDb, role: &str) -> postgres::Config {
-    let mut c = db.config();
+    let mut c = db.admin_config();
     c.user(role);
     c
 }
@@ -65,7 +65,7 @@ fn promgres_runs_as_a_role_that_is_neither_superuser_nor_database_owner() {
         names: vec![app.clone(), reader.clone()],
     };
     let db = TestDb::new("leastpriv");
-    let mut admin = db.client();
+    let mut admin = db.admin_client();
     admin
         .batch_execute(&format!(
             "CREATE ROLE {app} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;

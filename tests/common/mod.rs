@@ -25,7 +25,13 @@ pub fn admin_uri() -> String {
 pub struct TestDb {
     pub name: String,
     admin: String,
+    /// The role promgres and the tests' clients use: neither superuser nor the database's
+    /// owner (docs/operations.md "Grants"); it may create schemas, so promgres migrates.
+    pub app_role: String,
 }
+
+/// The password of every test's app role (ignored where PostgreSQL trusts local connections).
+const APP_PASSWORD: &str = "promgres-test-app";
 
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
@@ -43,26 +49,61 @@ impl TestDb {
         let mut client = postgres::Client::connect(admin, postgres::NoTls).unwrap_or_else(|e| {
             panic!("cannot reach PostgreSQL at {admin} (run scripts/ensure-postgres.sh): {e}")
         });
+        let app_role = format!("{name}_app");
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create test database");
-        TestDb {
+        // A statement each: several in one call run as one transaction.
+        client
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS {app_role};
+                 CREATE ROLE {app_role} LOGIN PASSWORD '{APP_PASSWORD}'
+                     NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
+                 GRANT CONNECT, CREATE, TEMP ON DATABASE {name} TO {app_role};"
+            ))
+            .expect("create test database and its role");
+        let db = TestDb {
             name,
             admin: admin.to_string(),
-        }
+            app_role,
+        };
+        db.admin_client()
+            .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {}", db.app_role))
+            .expect("grant CREATE on public");
+        db
     }
 
+    /// The app role's settings for this database (promgres runs with these).
     pub fn config(&self) -> postgres::Config {
+        let mut c = self.admin_config();
+        c.user(&self.app_role);
+        c.password(APP_PASSWORD);
+        c
+    }
+
+    /// A superuser's settings for this database, for what the app role may not do.
+    pub fn admin_config(&self) -> postgres::Config {
         let mut c: postgres::Config = self.admin.parse().expect("admin uri");
         c.dbname(&self.name);
         c.connect_timeout(Duration::from_secs(5));
         c
     }
 
-    /// The URI of this database, for a promgres process.
+    /// The URI of this database as the app role, for a promgres process.
     pub fn uri(&self) -> String {
         let (base, _) = self.admin.rsplit_once('/').expect("admin uri");
-        format!("{base}/{}", self.name)
+        let (scheme, rest) = base.split_once("://").expect("admin uri scheme");
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        format!(
+            "{scheme}://{}:{APP_PASSWORD}@{host}/{}",
+            self.app_role, self.name
+        )
+    }
+
+    pub fn admin_client(&self) -> postgres::Client {
+        self.admin_config()
+            .connect(postgres::NoTls)
+            .expect("connect to test database as admin")
     }
 
     pub fn client(&self) -> postgres::Client {
@@ -79,6 +120,7 @@ impl Drop for TestDb {
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
             ));
+            let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.app_role));
         }
     }
 }

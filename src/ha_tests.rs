@@ -20,129 +20,8 @@ impl Clock for ManualClock {
     }
 }
 
-#[derive(Default)]
-struct FakeDb {
-    leases: HashMap<String, Lease>,
-    /// (cluster, term, leader, start, end)
-    history: Vec<(String, i64, String, i64, Option<i64>)>,
-    /// (cluster, writer) -> (term, newest sample, last write)
-    progress: HashMap<(String, usize), (i64, i64, i64)>,
-    /// Stored samples: (cluster, series labels json, timestamp) -> replica that sent it.
-    stored: BTreeMap<(String, String, i64), String>,
-}
-
-#[derive(Clone)]
-struct FakeStore {
-    db: Arc<Mutex<FakeDb>>,
-    clock: Arc<ManualClock>,
-    /// Makes the next get_or_create fail, like a database hiccup.
-    fail_next_create: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl LeaseStore for FakeStore {
-    fn get_or_create(&mut self, cluster: &str, replica: &str) -> Result<Lease, StoreError> {
-        if self.fail_next_create.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::internal("injected failure"));
-        }
-        let now = self.clock.now_ms();
-        let mut db = self.db.lock().unwrap();
-        if !db.leases.contains_key(cluster) {
-            let lease = Lease {
-                cluster: cluster.into(),
-                leader: replica.into(),
-                term: 1,
-                start_ms: 0,
-                leader_since_ms: now,
-                previous_leader: None,
-            };
-            db.leases.insert(cluster.into(), lease);
-            db.history
-                .push((cluster.into(), 1, replica.into(), 0, None));
-        }
-        Ok(db.leases[cluster].clone())
-    }
-
-    fn fetch(&mut self, cluster: &str) -> Result<Option<LeaseState>, StoreError> {
-        let now = self.clock.now_ms();
-        let db = self.db.lock().unwrap();
-        Ok(db.leases.get(cluster).map(|l| {
-            let of_term = || {
-                db.progress
-                    .iter()
-                    .filter(|((c, _), (t, _, _))| c == cluster && *t == l.term)
-            };
-            let last = of_term().map(|(_, (_, _, w))| *w).max();
-            let newest = of_term().map(|(_, (_, m, _))| *m).max();
-            LeaseState {
-                lease: l.clone(),
-                silence_ms: now - last.unwrap_or(l.leader_since_ms).max(l.leader_since_ms),
-                superseded_before_ms: newest.map(|m| (m + 1).min(now)),
-            }
-        }))
-    }
-
-    fn change_leader(
-        &mut self,
-        cluster: &str,
-        expected: &str,
-        new: &str,
-        min_silence_ms: Option<i64>,
-        _reason: &str,
-    ) -> Result<Lease, StoreError> {
-        let now = self.clock.now_ms();
-        let mut db = self.db.lock().unwrap();
-        let Some(l) = db.leases.get(cluster).cloned() else {
-            return Err(StoreError::internal("no such cluster"));
-        };
-        if l.leader != expected || l.leader == new {
-            return Ok(l);
-        }
-        let mine = db
-            .progress
-            .iter()
-            .filter(|((c, _), (t, _, _))| c == cluster && *t == l.term);
-        let newest = mine.clone().map(|(_, (_, m, _))| *m).max();
-        let last = mine
-            .map(|(_, (_, _, w))| *w)
-            .max()
-            .unwrap_or(l.leader_since_ms)
-            .max(l.leader_since_ms);
-        if min_silence_ms.is_some_and(|s| last > now - s) {
-            return Ok(l);
-        }
-        let t = newest.map_or(l.start_ms, |n| (n + 1).max(l.start_ms));
-        for h in db
-            .history
-            .iter_mut()
-            .filter(|h| h.0 == cluster && h.1 == l.term)
-        {
-            h.4 = Some(t);
-        }
-        db.history
-            .push((cluster.into(), l.term + 1, new.into(), t, None));
-        let lease = Lease {
-            cluster: cluster.into(),
-            leader: new.into(),
-            term: l.term + 1,
-            start_ms: t,
-            leader_since_ms: now,
-            previous_leader: Some(l.leader.clone()),
-        };
-        db.leases.insert(cluster.into(), lease.clone());
-        db.progress.retain(|(c, _), _| c != cluster);
-        Ok(lease)
-    }
-
-    fn past_leases(&mut self, cluster: &str, replica: &str) -> Result<Vec<(i64, i64)>, StoreError> {
-        let db = self.db.lock().unwrap();
-        Ok(db
-            .history
-            .iter()
-            .filter(|h| h.0 == cluster && h.2 == replica)
-            .filter_map(|h| h.4.map(|end| (h.3, end)))
-            .collect())
-    }
-}
+/// The lease store: the model of the SQL lease functions (shared with the HA fuzz target).
+use crate::ha_model::ModelStore as FakeStore;
 
 /// One sample of an HA replica's series.
 fn ha_series(name: &str, cluster: &str, replica: &str, timestamp: i64) -> proto::TimeSeries {
@@ -174,11 +53,7 @@ struct Sim {
 impl Sim {
     fn new(instances: usize, buffer_bytes: usize) -> Sim {
         let clock = Arc::new(ManualClock(AtomicI64::new(1_000_000_000)));
-        let store = FakeStore {
-            db: Arc::default(),
-            clock: clock.clone(),
-            fail_next_create: Arc::default(),
-        };
+        let store = FakeStore::new(clock.clone());
         let metrics = Arc::new(Metrics::default());
         let config = HaConfig {
             cluster_label: "cluster".into(),
@@ -222,7 +97,7 @@ impl Sim {
         fenced: Vec<FencedGroup>,
     ) -> Vec<FencedGroup> {
         let now = self.now();
-        let mut db = self.store.db.lock().unwrap();
+        let mut db = self.store.db();
         for s in &plain.series {
             let cluster = s.labels.get("cluster").unwrap_or("").to_string();
             for x in &s.samples {
@@ -305,12 +180,12 @@ impl Sim {
     }
 
     fn leader(&self, cluster: &str) -> String {
-        self.store.db.lock().unwrap().leases[cluster].leader.clone()
+        self.store.db().leases[cluster].leader.clone()
     }
 
     /// Stored timestamps of one series, with the replica each came from.
     fn stored(&self, cluster: &str, metric: &str) -> Vec<(i64, String)> {
-        let db = self.store.db.lock().unwrap();
+        let db = self.store.db();
         db.stored
             .iter()
             .filter(|((c, labels, _), _)| {
@@ -386,7 +261,7 @@ fn failover_after_the_timeout_with_a_gap_of_at_most_one_scrape() {
     let times: BTreeSet<i64> = stored.iter().map(|(t, _)| *t).collect();
     assert_eq!(times.len(), stored.len());
     // a's samples end before T, b's start at or after T, b's buffered ones included.
-    let t = sim.store.db.lock().unwrap().leases["c"].start_ms;
+    let t = sim.store.db().leases["c"].start_ms;
     assert!(stored.iter().all(|(ts, r)| (r == "a") == (*ts < t)));
     assert!(
         stored
@@ -413,7 +288,7 @@ fn the_old_leader_comes_back_as_follower_and_backfills_its_own_past() {
     // a's network is cut: its samples from here on are not delivered.
     sim.run(50, &[("b", 400)]);
     assert_eq!(sim.leader("c"), "b");
-    let t = sim.store.db.lock().unwrap().leases["c"].start_ms;
+    let t = sim.store.db().leases["c"].start_ms;
     // a returns and replays what it scraped meanwhile: what lies in its own past lease
     // (before T) is stored, the rest is not.
     for ts in (cut..cut + 50_000).step_by(SCRAPE as usize) {
@@ -503,7 +378,7 @@ fn clock_skew_between_replicas_never_stores_a_moment_twice() {
     sim.run(45, &[("b", -2_500)]);
     assert_eq!(sim.leader("c"), "b");
     let stored = sim.stored("c", "up");
-    let t = sim.store.db.lock().unwrap().leases["c"].start_ms;
+    let t = sim.store.db().leases["c"].start_ms;
     assert!(stored.iter().all(|(ts, r)| (r == "a") == (*ts < t)));
     assert!(
         max_gap(&stored) <= SCRAPE + 2_500,
@@ -559,7 +434,7 @@ fn two_instances_racing_agree_on_one_leader() {
     assert_eq!(sim.instances[0].leader_of("c"), Some(leader.clone()));
     assert_eq!(sim.instances[1].leader_of("c"), Some(leader.clone()));
     let stored = sim.stored("c", "up");
-    let t = sim.store.db.lock().unwrap().leases["c"].start_ms;
+    let t = sim.store.db().leases["c"].start_ms;
     assert!(
         stored
             .iter()

@@ -15,6 +15,10 @@ pub mod decode;
 pub mod engine;
 pub mod fence;
 pub mod ha;
+/// Test support, not used by the server: the HA lease functions as an in-memory model for
+/// the election's tests and the HA fuzz target.
+#[doc(hidden)]
+pub mod ha_model;
 pub mod ha_page;
 pub mod http;
 pub mod ingest;

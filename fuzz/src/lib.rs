@@ -384,15 +384,14 @@ pub fn ha_router_stats(data: &[u8]) -> Stats {
 ///   buffer stays within its bytes.
 mod ha_router {
     use promgres::clock::Clock;
-    use promgres::db_error::StoreError;
     use promgres::decode::{self, Limits, SeriesSamples, WriteBatch};
-    use promgres::ha::{Election, HaConfig, Lease, LeaseState, LeaseStore, Routed};
+    use promgres::ha::{Election, HaConfig, Routed};
     use promgres::metrics::Metrics;
     use promgres::proto;
     use promgres::queue::FencedGroup;
     use std::collections::{HashMap, HashSet};
-    use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
 
     const CLUSTER: &str = "cluster";
     const REPLICA: &str = "__replica__";
@@ -416,152 +415,8 @@ mod ha_router {
         }
     }
 
-    /// A closed or open lease: (cluster, term, leader, start, end).
-    type History = (String, i64, String, i64, Option<i64>);
-
-    #[derive(Default)]
-    struct FakeDb {
-        leases: HashMap<String, Lease>,
-        history: Vec<History>,
-        /// (cluster, writer) -> (term, newest committed sample, last commit)
-        progress: HashMap<(String, usize), (i64, i64, i64)>,
-        /// (cluster, series labels json, time) -> replica whose sample is stored there.
-        moments: HashMap<(String, String, i64), String>,
-    }
-
-    #[derive(Clone)]
-    struct FakeStore {
-        db: Arc<Mutex<FakeDb>>,
-        clock: Arc<ManualClock>,
-        /// Store calls still to fail, like a database hiccup.
-        failures: Arc<AtomicU32>,
-    }
-
-    impl FakeStore {
-        fn db(&self) -> std::sync::MutexGuard<'_, FakeDb> {
-            self.db.lock().unwrap_or_else(|p| p.into_inner())
-        }
-
-        fn hiccup(&self) -> Result<(), StoreError> {
-            let failing = self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-            match failing {
-                Ok(_) => Err(StoreError::internal("injected failure")),
-                Err(_) => Ok(()),
-            }
-        }
-    }
-
-    impl LeaseStore for FakeStore {
-        fn get_or_create(&mut self, cluster: &str, replica: &str) -> Result<Lease, StoreError> {
-            self.hiccup()?;
-            let now = self.clock.now_ms();
-            let mut db = self.db();
-            if !db.leases.contains_key(cluster) {
-                let lease = Lease {
-                    cluster: cluster.into(),
-                    leader: replica.into(),
-                    term: 1,
-                    start_ms: 0,
-                    leader_since_ms: now,
-                    previous_leader: None,
-                };
-                db.leases.insert(cluster.into(), lease);
-                db.history
-                    .push((cluster.into(), 1, replica.into(), 0, None));
-            }
-            Ok(db.leases[cluster].clone())
-        }
-
-        fn fetch(&mut self, cluster: &str) -> Result<Option<LeaseState>, StoreError> {
-            self.hiccup()?;
-            let now = self.clock.now_ms();
-            let db = self.db();
-            Ok(db.leases.get(cluster).map(|l| {
-                let of_term = || {
-                    db.progress
-                        .iter()
-                        .filter(|((c, _), (t, _, _))| c == cluster && *t == l.term)
-                };
-                let last = of_term().map(|(_, (_, _, w))| *w).max();
-                let newest = of_term().map(|(_, (_, m, _))| *m).max();
-                LeaseState {
-                    lease: l.clone(),
-                    silence_ms: now - last.unwrap_or(l.leader_since_ms).max(l.leader_since_ms),
-                    superseded_before_ms: newest.map(|m| (m + 1).min(now)),
-                }
-            }))
-        }
-
-        fn change_leader(
-            &mut self,
-            cluster: &str,
-            expected: &str,
-            new: &str,
-            min_silence_ms: Option<i64>,
-            _reason: &str,
-        ) -> Result<Lease, StoreError> {
-            self.hiccup()?;
-            let now = self.clock.now_ms();
-            let mut db = self.db();
-            let Some(l) = db.leases.get(cluster).cloned() else {
-                return Err(StoreError::internal("no such cluster"));
-            };
-            if l.leader != expected || l.leader == new {
-                return Ok(l);
-            }
-            let mine = db
-                .progress
-                .iter()
-                .filter(|((c, _), (t, _, _))| c == cluster && *t == l.term);
-            let newest = mine.clone().map(|(_, (_, m, _))| *m).max();
-            let last = mine
-                .map(|(_, (_, _, w))| *w)
-                .max()
-                .unwrap_or(l.leader_since_ms)
-                .max(l.leader_since_ms);
-            if min_silence_ms.is_some_and(|s| last > now - s) {
-                return Ok(l);
-            }
-            let t = newest.map_or(l.start_ms, |n| (n + 1).max(l.start_ms));
-            for h in db
-                .history
-                .iter_mut()
-                .filter(|h| h.0 == cluster && h.1 == l.term)
-            {
-                h.4 = Some(t);
-            }
-            db.history
-                .push((cluster.into(), l.term + 1, new.into(), t, None));
-            let lease = Lease {
-                cluster: cluster.into(),
-                leader: new.into(),
-                term: l.term + 1,
-                start_ms: t,
-                leader_since_ms: now,
-                previous_leader: Some(l.leader.clone()),
-            };
-            db.leases.insert(cluster.into(), lease.clone());
-            db.progress.retain(|(c, _), _| c != cluster);
-            Ok(lease)
-        }
-
-        fn past_leases(
-            &mut self,
-            cluster: &str,
-            replica: &str,
-        ) -> Result<Vec<(i64, i64)>, StoreError> {
-            self.hiccup()?;
-            let db = self.db();
-            Ok(db
-                .history
-                .iter()
-                .filter(|h| h.0 == cluster && h.2 == replica)
-                .filter_map(|h| h.4.map(|end| (h.3, end)))
-                .collect())
-        }
-    }
+    // The lease store: the model of the SQL lease functions shared with ha_tests.
+    use promgres::ha_model::{ModelDb as FakeDb, ModelStore as FakeStore};
 
     /// The op script.
     struct Script<'a> {
@@ -637,11 +492,7 @@ mod ha_router {
     impl Sim {
         fn new(instances: usize, buffer_bytes: usize) -> Sim {
             let clock = Arc::new(ManualClock(AtomicI64::new(START_MS)));
-            let store = FakeStore {
-                db: Arc::default(),
-                clock: clock.clone(),
-                failures: Arc::default(),
-            };
+            let store = FakeStore::new(clock.clone());
             let config = HaConfig {
                 cluster_label: CLUSTER.into(),
                 replica_label: REPLICA.into(),
@@ -907,14 +758,14 @@ mod ha_router {
             id: u64,
         ) {
             let key = (cluster.to_string(), series.labels.to_json(), timestamp);
-            match db.moments.get(&key) {
+            match db.stored.get(&key) {
                 Some(r) => assert_eq!(
                     r, replica,
                     "{key:?} stored from two replicas; history {:?}",
                     db.history
                 ),
                 None => {
-                    db.moments.insert(key, replica.to_string());
+                    db.stored.insert(key, replica.to_string());
                     assert!(self.stored.insert(id), "sample {id} stored twice");
                 }
             }

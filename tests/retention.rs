@@ -29,12 +29,16 @@ fn old_partitions_are_dropped_and_recent_data_stays() {
     // Fake old data: partitions 10 and 5 days ago with a row each, and one for yesterday.
     promgres::store::ensure_partitions(&mut c, &[today - 10, today - 5, today - 1])
         .expect("partitions");
-    c.batch_execute(
-        "INSERT INTO promgres.samples VALUES
-             (-1, now() - interval '10 days', 1), (-1, now() - interval '5 days', 2),
-             (-1, now() - interval '1 day', 3)",
-    )
-    .expect("old rows");
+    // At noon of those days (by `today`, not the database's now(): a midnight between the
+    // two readings would put a row in a day without a partition).
+    for (d, v) in [(today - 10, 1.0f64), (today - 5, 2.0), (today - 1, 3.0)] {
+        c.execute(
+            "INSERT INTO promgres.samples VALUES
+                 (-1, timestamptz 'epoch' + ($1::int8 * 86400000 + 43200000) * interval '1 ms', $2)",
+            &[&i64::from(d), &v],
+        )
+        .expect("old rows");
+    }
     // Chunk partitions of the same days go too.
     for d in [today - 10, today - 5, today - 1] {
         c.execute(

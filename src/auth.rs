@@ -22,6 +22,9 @@ pub enum Denied {
     Unauthenticated,
     /// Good credentials without the role the request needs: 403.
     Forbidden,
+    /// Every bcrypt slot is busy (a flood of wrong passwords): 503 with Retry-After, which
+    /// Prometheus retries; cached credentials never wait for bcrypt.
+    Busy,
 }
 
 /// One generation of access settings (a reload builds a new one).
@@ -32,6 +35,12 @@ pub struct Access {
     tokens: Vec<(hmac::Tag, Roles)>,
     /// Per user, the digest of the last password bcrypt accepted.
     verified: Mutex<HashMap<String, hmac::Tag>>,
+    /// Tokens bounding concurrent bcrypt runs (half the cores): wrong passwords cost a
+    /// bcrypt run each, and must not take every handler thread.
+    bcrypt_slots: (
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ),
 }
 
 impl Access {
@@ -44,12 +53,18 @@ impl Access {
             .iter()
             .map(|t| (hmac::sign(&key, t.token.as_bytes()), t.roles))
             .collect();
+        let n = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        let bcrypt_slots = crossbeam_channel::bounded(n);
+        for _ in 0..n {
+            let _ = bcrypt_slots.0.send(());
+        }
         Ok(Access {
             config,
             metrics_auth,
             key,
             tokens,
             verified: Mutex::new(HashMap::new()),
+            bcrypt_slots,
         })
     }
 
@@ -73,9 +88,7 @@ impl Access {
         if !self.enabled() {
             return Ok(());
         }
-        let roles = self
-            .authenticate(authorization)
-            .ok_or(Denied::Unauthenticated)?;
+        let roles = self.authenticate(authorization)?;
         if roles.allow(need) {
             Ok(())
         } else {
@@ -83,31 +96,32 @@ impl Access {
         }
     }
 
-    fn authenticate(&self, authorization: Option<&str>) -> Option<Roles> {
-        let value = authorization?.trim();
-        let (scheme, rest) = value.split_once(' ')?;
+    fn authenticate(&self, authorization: Option<&str>) -> Result<Roles, Denied> {
+        let value = authorization.ok_or(Denied::Unauthenticated)?.trim();
+        let (scheme, rest) = value.split_once(' ').ok_or(Denied::Unauthenticated)?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
             let digest = hmac::sign(&self.key, rest.as_bytes());
             // Every token is compared, so the time taken does not depend on which matched.
-            let mut found = None;
+            let mut found: Option<Roles> = None;
             for (tag, roles) in &self.tokens {
                 if equal(tag.as_ref(), digest.as_ref()) {
                     found = Some(*roles);
                 }
             }
-            return found;
+            return found.ok_or(Denied::Unauthenticated);
         }
         if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
+            return Err(Denied::Unauthenticated);
         }
-        let decoded = base64_decode(rest)?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (name, password) = text.split_once(':')?;
+        let decoded = base64_decode(rest).ok_or(Denied::Unauthenticated)?;
+        let text = String::from_utf8(decoded).map_err(|_| Denied::Unauthenticated)?;
+        let (name, password) = text.split_once(':').ok_or(Denied::Unauthenticated)?;
         let Some(user) = self.config.users.iter().find(|u| u.name == name) else {
             // As long as for a known user, so a failed guess does not tell whether the user exists.
+            let _slot = self.bcrypt_slot()?;
             let _ = bcrypt::verify(password, dummy_hash());
-            return None;
+            return Err(Denied::Unauthenticated);
         };
         let digest = hmac::sign(&self.key, password.as_bytes());
         let cached = self
@@ -116,16 +130,34 @@ impl Access {
             .ok()
             .and_then(|m| m.get(name).map(|t| equal(t.as_ref(), digest.as_ref())));
         if cached == Some(true) {
-            return Some(user.roles);
+            return Ok(user.roles);
         }
+        let _slot = self.bcrypt_slot()?;
         if bcrypt::verify(password, &user.bcrypt_hash).unwrap_or(false) {
             if let Ok(mut m) = self.verified.lock() {
                 m.insert(name.to_string(), digest);
             }
-            Some(user.roles)
+            Ok(user.roles)
         } else {
-            None
+            Err(Denied::Unauthenticated)
         }
+    }
+
+    /// A bcrypt slot, given back when dropped; `Busy` when none is free.
+    fn bcrypt_slot(&self) -> Result<BcryptSlot<'_>, Denied> {
+        self.bcrypt_slots
+            .1
+            .try_recv()
+            .map(|()| BcryptSlot(&self.bcrypt_slots.0))
+            .map_err(|_| Denied::Busy)
+    }
+}
+
+struct BcryptSlot<'a>(&'a crossbeam_channel::Sender<()>);
+
+impl Drop for BcryptSlot<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
@@ -217,6 +249,13 @@ impl WebAccess {
                 )
             }
         };
+        if self.current().enabled() && !config.requires_credentials() {
+            return Err(
+                "the new settings would open every route without credentials: \
+                 restart promgres to turn authentication off"
+                    .into(),
+            );
+        }
         let access = Access::new(config, self.sources.metrics_auth)?;
         if let (Some(new), Some(slot)) = (tls, &self.tls) {
             match slot.write() {
@@ -301,6 +340,29 @@ mod tests {
         );
         assert_eq!(
             a.check(Some("Basic !!!notbase64"), Role::Write),
+            Err(Denied::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn a_flood_of_wrong_passwords_gets_busy_not_every_thread() {
+        let a = access();
+        // Cached credentials first, then every slot taken.
+        assert_eq!(a.check(Some(&basic("prom", "s3cret")), Role::Write), Ok(()));
+        let held: Vec<_> = std::iter::from_fn(|| a.bcrypt_slot().ok()).collect();
+        assert!(!held.is_empty());
+        assert_eq!(
+            a.check(Some(&basic("prom", "wrong")), Role::Write),
+            Err(Denied::Busy)
+        );
+        assert_eq!(
+            a.check(Some(&basic("prom", "s3cret")), Role::Write),
+            Ok(()),
+            "cached credentials never wait for bcrypt"
+        );
+        drop(held);
+        assert_eq!(
+            a.check(Some(&basic("prom", "wrong")), Role::Write),
             Err(Denied::Unauthenticated)
         );
     }

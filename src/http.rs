@@ -74,6 +74,10 @@ pub enum ApiError {
     Unauthorized,
     /// Credentials without the role the route needs (403).
     Forbidden,
+    /// A state-changing request sent for another site's page (403).
+    CrossOrigin(String),
+    /// Too many passwords being checked at once (503, retried).
+    AuthBusy,
 }
 
 impl From<crate::auth::Denied> for ApiError {
@@ -81,6 +85,7 @@ impl From<crate::auth::Denied> for ApiError {
         match d {
             crate::auth::Denied::Unauthenticated => ApiError::Unauthorized,
             crate::auth::Denied::Forbidden => ApiError::Forbidden,
+            crate::auth::Denied::Busy => ApiError::AuthBusy,
         }
     }
 }
@@ -110,7 +115,7 @@ impl ApiError {
             }
             ApiError::MissingParameter(_) => 400,
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden => 403,
+            ApiError::Forbidden | ApiError::CrossOrigin(_) => 403,
             ApiError::Ha(HaError::Store(_)) | ApiError::HandOver(HandOverError::Store(_)) => 503,
             ApiError::HandOver(HandOverError::UnknownCluster) => 404,
             ApiError::HandOver(HandOverError::ReplicaNotSending) => 409,
@@ -121,7 +126,8 @@ impl ApiError {
             | ApiError::Database(_)
             | ApiError::CommitTimeout(_)
             | ApiError::Unhealthy(_)
-            | ApiError::ClockUnknown(_) => 503,
+            | ApiError::ClockUnknown(_)
+            | ApiError::AuthBusy => 503,
         }
     }
 
@@ -164,7 +170,10 @@ impl ApiError {
             ApiError::HaDisabled | ApiError::HandOver(_) | ApiError::MissingParameter(_) => {
                 "bad_route"
             }
-            ApiError::Unauthorized | ApiError::Forbidden => "unauthorized",
+            ApiError::Unauthorized | ApiError::Forbidden | ApiError::CrossOrigin(_) => {
+                "unauthorized"
+            }
+            ApiError::AuthBusy => "auth_busy",
         }
     }
 }
@@ -200,6 +209,8 @@ impl std::fmt::Display for ApiError {
             ),
             ApiError::Unauthorized => write!(f, "credentials missing or wrong"),
             ApiError::Forbidden => write!(f, "these credentials may not do this"),
+            ApiError::CrossOrigin(why) => write!(f, "{why}"),
+            ApiError::AuthBusy => write!(f, "too many passwords being checked; retry later"),
         }
     }
 }
@@ -561,6 +572,7 @@ fn ha_hand_over(request: &mut Request, state: &HttpState) -> Reply {
     if *request.method() != Method::Post {
         return Err(ApiError::MethodNotAllowed);
     }
+    same_origin(request).map_err(ApiError::CrossOrigin)?;
     if state.ha.is_none() {
         return Err(ApiError::HaDisabled);
     }
@@ -859,30 +871,8 @@ fn ha_page_hand_over_inner(request: &mut Request, state: &HttpState) -> Result<(
     if !may_hand_over(request, state) {
         return Err((403, "handing a lease over needs the admin role".into()));
     }
-    // A form posted from another site's page (the browser says so in Origin) is refused: a
-    // page elsewhere must not make an operator's browser hand a lease over. Behind a proxy
-    // that rewrites Host, the proxy's X-Forwarded-Host names this server (a page elsewhere
-    // cannot set that header on a form).
-    if let Some(origin) = header_value(request, "Origin") {
-        let host = header_value(request, "Host").unwrap_or("");
-        let forwarded = header_value(request, "X-Forwarded-Host")
-            .and_then(|h| h.split(',').next())
-            .map(str::trim);
-        let same = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|o| {
-                (!host.is_empty() && o.eq_ignore_ascii_case(host))
-                    || forwarded.is_some_and(|f| !f.is_empty() && o.eq_ignore_ascii_case(f))
-            });
-        if !same {
-            return Err((
-                403,
-                format!(
-                    "cross-origin form refused: Origin {origin:?} is not this server ({host:?})"
-                ),
-            ));
-        }
+    if let Err(why) = same_origin(request) {
+        return Err((403, why));
     }
     if let Some(content_type) = header_value(request, "Content-Type") {
         let media = content_type.split(';').next().unwrap_or("").trim();
@@ -923,10 +913,46 @@ fn ha_page_hand_over_inner(request: &mut Request, state: &HttpState) -> Result<(
 }
 
 fn html_response(status: u16, html: String) -> Response<std::io::Cursor<Vec<u8>>> {
+    // Never inside another site's frame: its page could make an operator click "Make leader".
     Response::from_data(html.into_bytes())
         .with_status_code(status)
         .with_header(header("Content-Type", "text/html; charset=utf-8"))
         .with_header(header("Cache-Control", "no-store"))
+        .with_header(header("X-Frame-Options", "DENY"))
+        .with_header(header("Content-Security-Policy", "frame-ancestors 'none'"))
+}
+
+/// Refuses a hand-over a browser sends for another site's page (the browser says so in
+/// `Origin` or `Sec-Fetch-Site`): a page elsewhere must not make an operator's browser, with
+/// its cached credentials, hand a lease over. Behind a proxy that rewrites Host, the proxy's
+/// X-Forwarded-Host names this server (a page elsewhere cannot set that header). Requests
+/// without these headers (curl, scripts) pass.
+fn same_origin(request: &Request) -> Result<(), String> {
+    if header_value(request, "Sec-Fetch-Site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site"))
+    {
+        return Err("cross-site request refused (Sec-Fetch-Site: cross-site)".into());
+    }
+    let Some(origin) = header_value(request, "Origin") else {
+        return Ok(());
+    };
+    let host = header_value(request, "Host").unwrap_or("");
+    let forwarded = header_value(request, "X-Forwarded-Host")
+        .and_then(|h| h.split(',').next())
+        .map(str::trim);
+    let same = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| {
+            (!host.is_empty() && o.eq_ignore_ascii_case(host))
+                || forwarded.is_some_and(|f| !f.is_empty() && o.eq_ignore_ascii_case(f))
+        });
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "cross-origin request refused: Origin {origin:?} is not this server ({host:?})"
+        ))
+    }
 }
 
 #[cfg(test)]

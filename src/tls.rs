@@ -163,6 +163,10 @@ fn client_verifier(
     if s.client_allowed_sans.is_empty() {
         return Ok(inner);
     }
+    // A SAN means something only on a verified certificate that every client must show.
+    if s.client_auth != ClientAuth::RequireAndVerifyClientCert {
+        return Err("client_allowed_sans needs client_auth_type RequireAndVerifyClientCert".into());
+    }
     let mut sans = Vec::new();
     for san in &s.client_allowed_sans {
         sans.push(
@@ -235,6 +239,26 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// Whether `cert` names `san` itself: a wildcard certificate (`*.example.com`) does not
+/// count for `prometheus.example.com`, as in the exporter-toolkit, which compares exactly.
+/// webpki matches names by server rules (wildcards included), so a certificate that is also
+/// valid for a made-up sibling of `san` is a wildcard one.
+fn names_exactly(cert: &webpki::EndEntityCert<'_>, san: &ServerName<'static>) -> bool {
+    if cert.verify_is_valid_for_subject_name(san).is_err() {
+        return false;
+    }
+    let ServerName::DnsName(dns) = san else {
+        return true; // IP addresses have no wildcards
+    };
+    let Some((_, parent)) = dns.as_ref().split_once('.') else {
+        return true;
+    };
+    match ServerName::try_from(format!("promgres-wildcard-probe.{parent}")) {
+        Ok(probe) => cert.verify_is_valid_for_subject_name(&probe).is_err(),
+        Err(_) => true,
+    }
+}
+
 /// `client_allowed_sans`: after the inner verifier, the certificate must name one of these
 /// (DNS names and IP addresses).
 #[derive(Debug)]
@@ -268,11 +292,7 @@ impl ClientCertVerifier for AllowedSans {
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
-        if self
-            .sans
-            .iter()
-            .any(|san| cert.verify_is_valid_for_subject_name(san).is_ok())
-        {
+        if self.sans.iter().any(|san| names_exactly(&cert, san)) {
             Ok(verified)
         } else {
             Err(rustls::Error::InvalidCertificate(

@@ -141,12 +141,16 @@ pub struct AccessConfig {
     pub tokens: Vec<Token>,
     /// `http_server_config.headers`: added to every response.
     pub headers: Vec<(String, String)>,
+    /// A tokens file or a `basic_auth_users` key was given: credentials are required even
+    /// when the lists are empty (an emptied tokens file denies everyone, it does not open
+    /// every route).
+    pub credentials_configured: bool,
 }
 
 impl AccessConfig {
     /// Whether requests must carry credentials.
     pub fn requires_credentials(&self) -> bool {
-        !self.users.is_empty() || !self.tokens.is_empty()
+        self.credentials_configured || !self.users.is_empty() || !self.tokens.is_empty()
     }
 }
 
@@ -188,6 +192,7 @@ impl AccessSources {
                 parse_web_config(&text, dir).map_err(|e| format!("{}: {e}", path.display()))?;
             config.tls = web.tls;
             config.headers = web.headers;
+            config.credentials_configured |= web.basic_auth;
             hashes = web.users;
         }
         for (name, hash) in hashes {
@@ -216,6 +221,7 @@ impl AccessSources {
             }
         }
         if let Some(path) = &self.tokens_file {
+            config.credentials_configured = true;
             config.tokens =
                 parse_tokens(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         }
@@ -231,6 +237,15 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// The response headers `http_server_config.headers` may set, as in the exporter-toolkit.
+const ALLOWED_HEADERS: [&str; 5] = [
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-XSS-Protection",
+    "Content-Security-Policy",
+];
+
 /// The parts of a web configuration file.
 #[derive(Debug, Default)]
 pub struct WebConfig {
@@ -238,6 +253,8 @@ pub struct WebConfig {
     pub headers: Vec<(String, String)>,
     /// basic_auth_users: name and bcrypt hash.
     pub users: Vec<(String, String)>,
+    /// Whether the file has a `basic_auth_users` key (even an empty one).
+    pub basic_auth: bool,
 }
 
 /// Parses the exporter-toolkit web configuration; `dir` resolves relative file names.
@@ -257,7 +274,24 @@ pub fn parse_web_config(text: &str, dir: &Path) -> Result<WebConfig, String> {
                         "http2" => {}
                         "headers" => {
                             for (name, v) in entries(v, "http_server_config.headers")? {
-                                out.headers.push((name, string(v, "a header value")?));
+                                let value = string(v, "a header value")?;
+                                // The toolkit's list: headers that cannot change what an
+                                // answer means (no Content-Length, Content-Type, ...).
+                                if !ALLOWED_HEADERS
+                                    .iter()
+                                    .any(|h| h.eq_ignore_ascii_case(&name))
+                                {
+                                    return Err(format!(
+                                        "http_server_config.headers: {name} is not one of {}",
+                                        ALLOWED_HEADERS.join(", ")
+                                    ));
+                                }
+                                if value.chars().any(|c| c.is_control()) {
+                                    return Err(format!(
+                                        "http_server_config.headers.{name}: control characters"
+                                    ));
+                                }
+                                out.headers.push((name, value));
                             }
                         }
                         other => return Err(format!("unknown key http_server_config.{other}")),
@@ -265,6 +299,7 @@ pub fn parse_web_config(text: &str, dir: &Path) -> Result<WebConfig, String> {
                 }
             }
             "basic_auth_users" => {
+                out.basic_auth = true;
                 for (name, v) in entries(value, "basic_auth_users")? {
                     let hash = string(v, "a bcrypt hash")?;
                     if !hash.starts_with("$2") {
@@ -495,6 +530,37 @@ basic_auth_users:
         let err = parse_tokens("writer 0123456789abcdef0123").unwrap_err();
         assert!(!err.contains("0123456789abcdef0123"), "{err}");
         assert!(!format!("{:?}", tokens[0]).contains("0123456789"));
+    }
+
+    #[test]
+    fn an_empty_credential_list_denies_rather_than_opens() {
+        let dir = std::env::temp_dir().join(format!("promgres-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tokens"), "# every token revoked\n").unwrap();
+        std::fs::write(dir.join("web.yml"), "basic_auth_users: {}\n").unwrap();
+        for sources in [
+            AccessSources {
+                tokens_file: Some(dir.join("tokens")),
+                ..Default::default()
+            },
+            AccessSources {
+                web_config_file: Some(dir.join("web.yml")),
+                ..Default::default()
+            },
+        ] {
+            let config = sources.load().unwrap();
+            assert!(config.requires_credentials(), "{sources:?}");
+        }
+        assert!(!AccessSources::default()
+            .load()
+            .unwrap()
+            .requires_credentials());
+        assert!(parse_web_config(
+            "http_server_config:\n  headers:\n    Content-Length: '0'\n",
+            &dir
+        )
+        .is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

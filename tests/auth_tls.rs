@@ -431,6 +431,21 @@ remote_write:
         ],
     );
     assert!(code != 401 && code != 403, "admin refused: {code} {body}");
+    // A page of another site cannot use an admin's browser for it (cross-site request).
+    let (code, _) = curl(
+        &hand_over,
+        &[
+            "--cacert",
+            &ca,
+            "-X",
+            "POST",
+            "-u",
+            &basic("ops", ADMIN_PASSWORD),
+            "-H",
+            "Origin: https://elsewhere.example",
+        ],
+    );
+    assert_eq!(code, 403, "cross-origin hand-over");
     bodies.push(body);
     // The /ha page: read role; without credentials 401 (a browser then asks for them).
     assert_eq!(curl(&p.url("/ha"), &["--cacert", &ca]).0, 401);

@@ -64,12 +64,28 @@ where
     R: Read,
 {
     fn drop(&mut self) {
+        // promgres patch: the unread rest of a body is drained through a fixed buffer, and at
+        // most DRAIN_LIMIT of it; a longer rest ends the connection instead. tiny_http
+        // allocated the whole declared rest at once, so a request answered without reading
+        // its body (401, 404, 413) and declaring a huge Content-Length panicked the handler
+        // thread ("capacity overflow") or aborted the process (allocation failure).
+        const DRAIN_LIMIT: usize = 1 << 20;
         let mut remaining_to_read = self.size;
+        if remaining_to_read > DRAIN_LIMIT {
+            self.last_read_signal
+                .send(Err(std::io::Error::new(
+                    std::io::ErrorKind::Other,
+                    "unread request body too long to drain",
+                )))
+                .ok();
+            return;
+        }
+        let mut buf = [0u8; 8192];
 
         while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
+            let want = remaining_to_read.min(buf.len());
 
-            match self.reader.read(&mut buf) {
+            match self.reader.read(&mut buf[..want]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
                     break;

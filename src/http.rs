@@ -311,9 +311,10 @@ pub fn serve(server: &tiny_http::Server, state: &HttpState) {
 fn handle(mut request: Request, state: &HttpState) {
     let started = Instant::now();
     let path = request.url().split('?').next().unwrap_or("").to_string();
-    if let Some((metric_path, need)) = required_role(&path, &state.access.current()) {
+    let access = state.access.current();
+    if let Some((metric_path, need)) = required_role(&path, &access) {
         let authorization = header_value(&request, "Authorization");
-        if let Err(denied) = state.access.current().check(authorization, need) {
+        if let Err(denied) = access.check(authorization, need) {
             answer(
                 request,
                 &path,

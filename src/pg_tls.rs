@@ -586,14 +586,17 @@ fn client_config(verify: Verify, roots: Option<RootCertStore>) -> Result<ClientC
         (Verify::Chain, Some(roots)) => {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                    roots: Arc::new(roots),
+                .with_custom_certificate_verifier(Arc::new(NoNameCheck {
+                    roots: Some(Arc::new(roots)),
                     algorithms,
                 }))
         }
         (Verify::Nothing, _) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCheck { algorithms })),
+            .with_custom_certificate_verifier(Arc::new(NoNameCheck {
+                roots: None,
+                algorithms,
+            })),
         (_, None) => return Err("TLS set-up: no sslrootcert for a verifying sslmode".into()),
     }
     .with_no_client_auth();
@@ -602,15 +605,16 @@ fn client_config(verify: Verify, roots: Option<RootCertStore>) -> Result<ClientC
     Ok(config)
 }
 
-/// `verify-ca`: the chain must end at a trusted CA; the name in the certificate is not
-/// looked at. Handshake signatures are checked as always.
+/// The verifier of the modes that do not check the server's name: `verify-ca` (`roots`:
+/// the chain must end at a trusted CA) and `prefer`/`require` without `sslrootcert` (no
+/// roots: any certificate, libpq's behaviour). Handshake signatures are checked as always.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct NoNameCheck {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NoNameCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -619,56 +623,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `prefer`/`require` without `sslrootcert`: any certificate (libpq's behaviour); the
-/// handshake's signatures are still checked against the certificate presented.
-#[derive(Debug)]
-struct NoCheck {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoCheck {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

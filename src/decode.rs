@@ -41,10 +41,172 @@ impl Limits {
 }
 
 /// One validated series: labels sorted by name, unique, non-empty values, `__name__` present.
-#[derive(Debug, Clone, PartialEq)]
+/// It carries at least one float sample, histogram or exemplar.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SeriesSamples {
     pub labels: LabelSet,
     pub samples: Vec<proto::Sample>,
+    /// Native histograms, in the sender's order (remote write 1.0 `TimeSeries` field 4, 2.0
+    /// field 3).
+    pub histograms: Vec<Histogram>,
+    /// Exemplars of this series (1.0 field 3, 2.0 field 4).
+    pub exemplars: Vec<Exemplar>,
+}
+
+impl SeriesSamples {
+    /// Float samples, histograms and exemplars this series carries.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            samples: self.samples.len(),
+            histograms: self.histograms.len(),
+            exemplars: self.exemplars.len(),
+        }
+    }
+
+    /// Float samples plus histograms plus exemplars: what the HA stage and the queue count.
+    pub fn points(&self) -> usize {
+        self.samples.len() + self.histograms.len() + self.exemplars.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points() == 0
+    }
+
+    /// Keeps only the points whose timestamp `keep` accepts; returns how many were removed.
+    pub fn retain_time(&mut self, mut keep: impl FnMut(i64) -> bool) -> usize {
+        let before = self.points();
+        self.samples.retain(|s| keep(s.timestamp));
+        self.histograms.retain(|h| keep(h.timestamp));
+        self.exemplars.retain(|e| keep(e.timestamp));
+        before - self.points()
+    }
+
+    /// Moves the points whose timestamp `take` accepts into a new series with the same labels.
+    pub fn take_where(&mut self, mut take: impl FnMut(i64) -> bool) -> SeriesSamples {
+        fn split<T>(v: &mut Vec<T>, mut take: impl FnMut(&T) -> bool) -> Vec<T> {
+            let (taken, kept) = std::mem::take(v).into_iter().partition(|x| take(x));
+            *v = kept;
+            taken
+        }
+        SeriesSamples {
+            labels: self.labels.clone(),
+            samples: split(&mut self.samples, |s| take(s.timestamp)),
+            histograms: split(&mut self.histograms, |h| take(h.timestamp)),
+            exemplars: split(&mut self.exemplars, |e| take(e.timestamp)),
+        }
+    }
+
+    /// Every timestamp this series carries (samples, histograms, exemplars).
+    pub fn timestamps(&self) -> impl Iterator<Item = i64> + '_ {
+        self.samples
+            .iter()
+            .map(|s| s.timestamp)
+            .chain(self.histograms.iter().map(|h| h.timestamp))
+            .chain(self.exemplars.iter().map(|e| e.timestamp))
+    }
+}
+
+/// How many of each kind of point a request, series or outcome holds: the
+/// `X-Prometheus-Remote-Write-*-Written` headers report these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub samples: usize,
+    pub histograms: usize,
+    pub exemplars: usize,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.samples += o.samples;
+        self.histograms += o.histograms;
+        self.exemplars += o.exemplars;
+    }
+}
+
+/// A native histogram at one timestamp, validated: spans and buckets agree, bucket counts are
+/// absolute (the wire's integer deltas summed) and never negative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// -4..=8 for exponential buckets; -53 for custom buckets (`custom_values`).
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub sum: f64,
+    pub reset_hint: ResetHint,
+    pub counts: HistogramCounts,
+    pub negative_spans: Vec<BucketSpan>,
+    pub positive_spans: Vec<BucketSpan>,
+    /// Upper bounds of custom buckets (schema -53); empty otherwise.
+    pub custom_values: Vec<f64>,
+}
+
+/// An integer histogram's counts (what Prometheus scrapes) or a float histogram's (what
+/// recording rules and aggregations produce). Bucket counts are absolute, one per bucket the
+/// spans describe, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistogramCounts {
+    Integer {
+        count: u64,
+        zero_count: u64,
+        negative: Vec<u64>,
+        positive: Vec<u64>,
+    },
+    Float {
+        count: f64,
+        zero_count: f64,
+        negative: Vec<f64>,
+        positive: Vec<f64>,
+    },
+}
+
+/// A run of consecutive buckets: `offset` buckets after the previous span's end (the first
+/// span's offset is from bucket index 0), `length` buckets long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSpan {
+    pub offset: i32,
+    pub length: u32,
+}
+
+/// `Histogram.ResetHint` of the remote-write protos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResetHint {
+    #[default]
+    Unknown = 0,
+    Yes = 1,
+    No = 2,
+    Gauge = 3,
+}
+
+impl ResetHint {
+    /// The wire value; unknown future values read as `Unknown`.
+    pub fn from_wire(value: i32) -> ResetHint {
+        match value {
+            1 => ResetHint::Yes,
+            2 => ResetHint::No,
+            3 => ResetHint::Gauge,
+            _ => ResetHint::Unknown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ResetHint::Unknown => "unknown",
+            ResetHint::Yes => "yes",
+            ResetHint::No => "no",
+            ResetHint::Gauge => "gauge",
+        }
+    }
+}
+
+/// An exemplar: a sample of another signal (a trace, usually) attached to a series at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    /// Sorted by name, unique names; may be empty. Values may be empty strings.
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
 }
 
 /// Where one label's name and value lie in a [`LabelSet`]'s text (byte offsets).
@@ -63,6 +225,15 @@ struct Span {
 pub struct LabelSet {
     text: Arc<str>,
     spans: Vec<Span>,
+}
+
+impl Default for LabelSet {
+    fn default() -> Self {
+        LabelSet {
+            text: Arc::from(""),
+            spans: Vec::new(),
+        }
+    }
 }
 
 impl LabelSet {
@@ -227,8 +398,18 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// Float samples, histograms and exemplars: the points the queue and writers count.
     pub fn sample_count(&self) -> usize {
-        self.series.iter().map(|s| s.samples.len()).sum()
+        self.series.iter().map(SeriesSamples::points).sum()
+    }
+
+    /// Each kind of point apart, for the `X-Prometheus-Remote-Write-*-Written` headers.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for s in &self.series {
+            c += s.counts();
+        }
+        c
     }
 }
 
@@ -465,6 +646,7 @@ fn validate_parsed(parsed: Parsed, limits: Limits, now_ms: i64) -> Result<WriteB
         series.push(SeriesSamples {
             labels,
             samples: ts.samples,
+            ..SeriesSamples::default()
         });
     }
     let mut metadata = Vec::with_capacity(raw_metadata.len());

@@ -180,17 +180,17 @@ pub struct Election {
 
 fn sample_bounds(series: &[SeriesSamples]) -> Option<(i64, i64)> {
     let mut bounds: Option<(i64, i64)> = None;
-    for s in series.iter().flat_map(|s| s.samples.iter()) {
+    for t in series.iter().flat_map(|s| s.timestamps()) {
         bounds = Some(match bounds {
-            None => (s.timestamp, s.timestamp),
-            Some((lo, hi)) => (lo.min(s.timestamp), hi.max(s.timestamp)),
+            None => (t, t),
+            Some((lo, hi)) => (lo.min(t), hi.max(t)),
         });
     }
     bounds
 }
 
 fn count_samples(series: &[SeriesSamples]) -> usize {
-    series.iter().map(|s| s.samples.len()).sum()
+    series.iter().map(SeriesSamples::points).sum()
 }
 
 impl Election {
@@ -240,10 +240,7 @@ impl Election {
                 (Some(c), Some(r)) => {
                     let key = (c.to_string(), r.to_string());
                     let labels = s.labels.without(&self.config.replica_label);
-                    groups.entry(key).or_default().push(SeriesSamples {
-                        labels,
-                        samples: s.samples,
-                    });
+                    groups.entry(key).or_default().push(SeriesSamples { labels, ..s });
                 }
                 // One HA label without the other: not an HA pair's series, so ordinary data,
                 // stored as it is (as Mimir does), and counted.
@@ -255,7 +252,7 @@ impl Election {
                     };
                     self.metrics
                         .ha_samples_unpaired
-                        .add(&[missing], s.samples.len() as u64);
+                        .add(&[missing], s.points() as u64);
                     routed.plain.series.push(s);
                 }
             }
@@ -358,7 +355,7 @@ impl Election {
 
         let needs_past = series
             .iter()
-            .any(|s| s.samples.iter().any(|x| x.timestamp < lease.start_ms));
+            .any(|s| s.timestamps().any(|t| t < lease.start_ms));
         let past = if needs_past {
             match view.past.get(replica) {
                 Some(p) => p.clone(),
@@ -376,36 +373,19 @@ impl Election {
 
         let (mut current, mut standby, mut backfill) = (Vec::new(), Vec::new(), Vec::new());
         let mut outside = 0usize;
-        for s in series {
-            let (mut now_part, mut past_part) = (Vec::new(), Vec::new());
-            for x in s.samples {
-                if x.timestamp >= lease.start_ms {
-                    now_part.push(x);
-                } else if past
-                    .iter()
-                    .any(|(a, b)| x.timestamp >= *a && x.timestamp < *b)
-                {
-                    past_part.push(x);
-                } else {
-                    outside += 1;
-                }
-            }
+        for mut s in series {
+            let now_part = s.take_where(|t| t >= lease.start_ms);
+            let past_part = s.take_where(|t| past.iter().any(|(a, b)| t >= *a && t < *b));
+            outside += s.points();
             if !now_part.is_empty() {
-                let part = SeriesSamples {
-                    labels: s.labels.clone(),
-                    samples: now_part,
-                };
                 if is_leader {
-                    current.push(part);
+                    current.push(now_part);
                 } else {
-                    standby.push(part);
+                    standby.push(now_part);
                 }
             }
             if !past_part.is_empty() {
-                backfill.push(SeriesSamples {
-                    labels: s.labels,
-                    samples: past_part,
-                });
+                backfill.push(past_part);
             }
         }
 

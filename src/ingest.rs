@@ -81,7 +81,7 @@ impl Ingest {
             self.flush(rerouted.flushes);
             not_stored += rerouted.not_stored;
             for lost in self.commit(rerouted.plain, rerouted.fenced, None, samples)? {
-                not_stored += lost.series.iter().map(|s| s.samples.len()).sum::<usize>();
+                not_stored += lost.series.iter().map(|s| s.points()).sum::<usize>();
             }
         }
         Ok(if not_stored > 0 {

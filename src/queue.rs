@@ -45,7 +45,7 @@ impl Job {
                 .fenced
                 .iter()
                 .flat_map(|g| g.series.iter())
-                .map(|s| s.samples.len())
+                .map(|s| s.points())
                 .sum::<usize>()
     }
 }

@@ -489,7 +489,7 @@ fn election_loop(
         let samples: usize = waiting
             .iter()
             .flat_map(|g| g.series.iter())
-            .map(|s| s.samples.len())
+            .map(|s| s.points())
             .sum();
         log::error!("shutting down with {samples} acknowledged HA samples not routed again");
     }

@@ -9,7 +9,7 @@
 //! arrived in; an entry counts its own labels' share, which for a standby replica's request is
 //! nearly all of it.
 
-use crate::decode::SeriesSamples;
+use crate::decode::{Exemplar, Histogram, HistogramCounts, SeriesSamples};
 use std::collections::VecDeque;
 
 /// One standby request's HA series, replica label already removed.
@@ -42,14 +42,41 @@ fn entry_bytes(series: &[SeriesSamples]) -> usize {
         .iter()
         .map(|s| {
             // The label text is shared with the request it came in; count this set's share.
-            s.labels.text_bytes() + s.labels.len() * 16 + 48 + s.samples.len() * 16
+            s.labels.text_bytes()
+                + s.labels.len() * 16
+                + 48
+                + s.samples.len() * 16
+                + s.histograms.iter().map(histogram_bytes).sum::<usize>()
+                + s.exemplars.iter().map(exemplar_bytes).sum::<usize>()
         })
         .sum::<usize>()
         + 96
 }
 
+fn histogram_bytes(h: &Histogram) -> usize {
+    let buckets = match &h.counts {
+        HistogramCounts::Integer {
+            negative, positive, ..
+        } => negative.len() + positive.len(),
+        HistogramCounts::Float {
+            negative, positive, ..
+        } => negative.len() + positive.len(),
+    };
+    160 + buckets * 8
+        + (h.negative_spans.len() + h.positive_spans.len()) * 8
+        + h.custom_values.len() * 8
+}
+
+fn exemplar_bytes(e: &Exemplar) -> usize {
+    48 + e
+        .labels
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 48)
+        .sum::<usize>()
+}
+
 fn samples(series: &[SeriesSamples]) -> usize {
-    series.iter().map(|s| s.samples.len()).sum()
+    series.iter().map(SeriesSamples::points).sum()
 }
 
 impl StandbyBuffer {
@@ -132,12 +159,10 @@ impl StandbyBuffer {
             }
             let mut dropped = 0;
             for s in &mut e.series {
-                let before = s.samples.len();
-                s.samples.retain(|x| x.timestamp >= before_ms);
-                dropped += before - s.samples.len();
+                dropped += s.retain_time(|t| t >= before_ms);
             }
             if dropped > 0 {
-                e.series.retain(|s| !s.samples.is_empty());
+                e.series.retain(|s| !s.is_empty());
                 self.bytes -= e.bytes;
                 e.bytes = entry_bytes(&e.series);
                 evicted
@@ -169,10 +194,8 @@ impl StandbyBuffer {
             if e.cluster == cluster && e.replica == replica {
                 self.bytes -= e.bytes;
                 for mut s in e.series {
-                    let before = s.samples.len();
-                    s.samples.retain(|x| x.timestamp >= from_ms);
-                    discarded += before - s.samples.len();
-                    if !s.samples.is_empty() {
+                    discarded += s.retain_time(|t| t >= from_ms);
+                    if !s.is_empty() {
                         kept.push(s);
                     }
                 }

@@ -244,7 +244,7 @@ impl Writer {
                         },
                         None => group,
                     };
-                    let lost: usize = group.series.iter().map(|s| s.samples.len()).sum();
+                    let lost: usize = group.series.iter().map(|s| s.points()).sum();
                     self.shared
                         .metrics
                         .samples_rejected

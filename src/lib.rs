@@ -20,6 +20,7 @@ pub mod ha;
 #[doc(hidden)]
 pub mod ha_model;
 pub mod ha_page;
+pub mod histogram_chunk;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_open_chunks",
         include_str!("../migrations/0009_open_chunks.sql"),
     ),
+    (
+        "0010_histogram_codec",
+        include_str!("../migrations/0010_histogram_codec.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -17,6 +17,7 @@ pub mod chunks;
 pub mod codec;
 pub mod compact;
 pub mod head;
+pub mod histogram_codec;
 pub mod read;
 pub use compact::{compact, cutoff_ms, CompactionStats, Scope};
 pub use read::stream_samples;

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-remote_write remote_read snappy ha_router}
+targets=${FUZZ_TARGETS:-remote_write remote_write_v2 remote_read snappy ha_router}
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "no nightly toolchain: fuzzing skipped"

@@ -39,6 +39,7 @@ fn ha_series(name: &str, cluster: &str, replica: &str, timestamp: i64) -> proto:
             value: 1.0,
             timestamp,
         }],
+        ..Default::default()
     }
 }
 
@@ -491,6 +492,7 @@ fn series_without_ha_labels_or_with_one_of_them_are_ordinary_data() {
                     value: 1.0,
                     timestamp: sim.now(),
                 }],
+                ..Default::default()
             }],
             metadata: vec![],
         },
@@ -513,6 +515,7 @@ fn series_without_ha_labels_or_with_one_of_them_are_ordinary_data() {
                     value: 1.0,
                     timestamp: sim.now(),
                 }],
+                ..Default::default()
             }],
             metadata: vec![],
         },

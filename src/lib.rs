@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod db_error;
 pub mod decode;
+pub mod decode_v2;
 pub mod engine;
 pub mod fence;
 pub mod ha;

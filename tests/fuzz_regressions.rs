@@ -149,3 +149,33 @@ fn a_body_and_its_protobuf_both_pass() {
         harness::snappy(input);
     }
 }
+
+/// The 2.0 seeds decode (the bad-symbols one is refused), so the target starts from inputs
+/// that reach past the symbol table.
+#[test]
+fn the_remote_write_v2_seeds_decode() {
+    use promgres::decode_v2::decode_write_v2;
+    let dir = root().join("fuzz/seeds/remote_write_v2");
+    let compress = |raw: &[u8]| {
+        snap::raw::Encoder::new()
+            .compress_vec(raw)
+            .expect("compress")
+    };
+    let decode =
+        |raw: &[u8]| decode_write_v2(&compress(raw), harness::SERVER_LIMITS, harness::NOW_MS);
+    let batch = decode(&read(&dir.join("samples-metadata.pb"))).expect("samples seed");
+    assert_eq!((batch.counts().samples, batch.metadata.len()), (3, 1));
+    let batch = decode(&read(&dir.join("histograms-exemplars.pb"))).expect("histogram seed");
+    let counts = batch.counts();
+    assert_eq!((counts.histograms, counts.exemplars), (2, 2));
+    let body = read(&dir.join("histograms-exemplars.snappy"));
+    assert_eq!(
+        decode_write_v2(&body, harness::SERVER_LIMITS, harness::NOW_MS),
+        Ok(batch)
+    );
+    let err = decode(&read(&dir.join("bad-symbols.pb"))).expect_err("odd references");
+    assert_eq!(err.reason(), "invalid_symbols");
+    for input in files(&dir) {
+        harness::remote_write_v2(&read(&input));
+    }
+}

@@ -9,11 +9,13 @@
 //! | target | input | drives |
 //! |---|---|---|
 //! | `remote_write` | a request body; also the input itself as the protobuf | `decode::decode_write` with the server's limits, against prost |
+//! | `remote_write_v2` | a 2.0 request body; also the input itself as the protobuf | `decode_v2::decode_write_v2` with the server's limits, against prost's `v2::Request` resolved into a 1.0 request |
 //! | `remote_read` | a request body; also the input itself as the protobuf | `decode::decompress_read_request`, `read::decode_request`, `read::plan` |
 //! | `snappy` | a Snappy block | `decode::decompress` at several limits, against `snap`'s decoder |
 //! | `ha_router` | an op script, then a remote-write body | `ha::Election` (route, re-route, tick, hand-over) on decoded batches |
 
 use promgres::decode::{self, DecodeError, Limits, WriteBatch};
+use promgres::decode_v2;
 use promgres::proto;
 use prost::Message;
 
@@ -37,8 +39,9 @@ pub const NOW_MS: i64 = 1_700_000_000_000;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets by name, as `cargo fuzz run NAME` and the seed folders know them.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("remote_write", remote_write),
+    ("remote_write_v2", remote_write_v2),
     ("remote_read", remote_read),
     ("snappy", snappy),
     ("ha_router", ha_router),
@@ -59,13 +62,18 @@ pub fn remote_write(data: &[u8]) {
     check_write_body(&compress(data));
 }
 
-fn check_write_body(body: &[u8]) {
+/// A write decoder: `decode::decode_write` or `decode_v2::decode_write_v2`.
+type Decoder = fn(&[u8], Limits, i64) -> Result<WriteBatch, DecodeError>;
+
+/// What both decoders promise: the size limit on the header, the age limit refusing more and
+/// nothing else, valid batches. Returns the batch decoded without the age limit.
+fn check_decoder(body: &[u8], decode_with: Decoder) -> Option<WriteBatch> {
     // The size limit is checked on the Snappy header, before anything is allocated.
     if let Ok(declared) = snap::raw::decompress_len(body) {
         if declared > 0 {
             let limits = Limits::new(declared - 1, i64::MAX);
             assert_eq!(
-                decode::decode_write(body, limits, NOW_MS),
+                decode_with(body, limits, NOW_MS),
                 Err(DecodeError::TooLarge {
                     declared,
                     limit: declared - 1
@@ -74,8 +82,8 @@ fn check_write_body(body: &[u8]) {
             );
         }
     }
-    let served = decode::decode_write(body, SERVER_LIMITS, NOW_MS);
-    let no_age = decode::decode_write(body, NO_AGE_LIMITS, NOW_MS);
+    let served = decode_with(body, SERVER_LIMITS, NOW_MS);
+    let no_age = decode_with(body, NO_AGE_LIMITS, NOW_MS);
     describe(&served);
     match (&served, &no_age) {
         (Ok(a), Ok(b)) => assert_eq!(batch_bits(a), batch_bits(b)),
@@ -88,8 +96,13 @@ fn check_write_body(body: &[u8]) {
     if let Ok(batch) = &served {
         check_batch(batch, SERVER_LIMITS);
     }
-    if let Ok(batch) = &no_age {
-        check_batch(batch, NO_AGE_LIMITS);
+    let batch = no_age.ok()?;
+    check_batch(&batch, NO_AGE_LIMITS);
+    Some(batch)
+}
+
+fn check_write_body(body: &[u8]) {
+    if let Some(batch) = &check_decoder(body, decode::decode_write) {
         // The allocation-free wire walk and prost agree on what they both accept.
         let raw = decode::decompress(body, NO_AGE_LIMITS.max_decoded_bytes)
             .expect("decoded, so decompressed");
@@ -101,11 +114,42 @@ fn check_write_body(body: &[u8]) {
     }
 }
 
-/// A decoded batch with sample values as bits (NaN != NaN) and labels as JSON.
-type BatchBits = (
-    Vec<(String, Vec<(i64, u64)>)>,
-    Vec<(String, &'static str, String, String)>,
-);
+/// A decoded batch with every float as bits (NaN != NaN) and labels as JSON.
+type BatchBits = (Vec<String>, Vec<(String, &'static str, String, String)>);
+
+/// A histogram as text, its floats as bits.
+fn histogram_bits(h: &decode::Histogram) -> String {
+    let floats = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let counts = match &h.counts {
+        decode::HistogramCounts::Integer {
+            count,
+            zero_count,
+            negative,
+            positive,
+        } => format!("int {count} {zero_count} {negative:?} {positive:?}"),
+        decode::HistogramCounts::Float {
+            count,
+            zero_count,
+            negative,
+            positive,
+        } => format!(
+            "float {:?} {:?} {:?}",
+            floats(&[*count, *zero_count]),
+            floats(negative),
+            floats(positive)
+        ),
+    };
+    format!(
+        "{} {} {:?} {:?} {counts} {:?} {:?} {:?}",
+        h.timestamp,
+        h.schema,
+        floats(&[h.zero_threshold, h.sum]),
+        h.reset_hint,
+        h.negative_spans,
+        h.positive_spans,
+        floats(&h.custom_values)
+    )
+}
 
 fn batch_bits(batch: &WriteBatch) -> BatchBits {
     (
@@ -113,12 +157,20 @@ fn batch_bits(batch: &WriteBatch) -> BatchBits {
             .series
             .iter()
             .map(|s| {
-                (
-                    s.labels.to_json(),
-                    s.samples
-                        .iter()
-                        .map(|x| (x.timestamp, x.value.to_bits()))
-                        .collect(),
+                let samples: Vec<_> = s
+                    .samples
+                    .iter()
+                    .map(|x| (x.timestamp, x.value.to_bits()))
+                    .collect();
+                let histograms: Vec<_> = s.histograms.iter().map(histogram_bits).collect();
+                let exemplars: Vec<_> = s
+                    .exemplars
+                    .iter()
+                    .map(|e| (&e.labels, e.value.to_bits(), e.timestamp))
+                    .collect();
+                format!(
+                    "{} {samples:?} {histograms:?} {exemplars:?}",
+                    s.labels.to_json()
                 )
             })
             .collect(),
@@ -150,16 +202,32 @@ fn describe(result: &Result<WriteBatch, DecodeError>) {
 fn check_batch(batch: &WriteBatch, limits: Limits) {
     let oldest = NOW_MS.saturating_sub(limits.max_sample_age_ms).max(0);
     let newest = NOW_MS + decode::MAX_FUTURE_MS;
-    let mut samples = 0;
+    let mut points = 0;
     for s in &batch.series {
-        assert!(!s.samples.is_empty(), "a series without samples is kept");
-        samples += s.samples.len();
-        for x in &s.samples {
+        assert!(!s.is_empty(), "a series without points is kept");
+        points += s.points();
+        for t in s.timestamps() {
             assert!(
-                (oldest..=newest).contains(&x.timestamp),
-                "sample time {} out of [{oldest}, {newest}]",
-                x.timestamp
+                (oldest..=newest).contains(&t),
+                "point time {t} out of [{oldest}, {newest}]"
             );
+        }
+        s.histograms.iter().for_each(check_histogram);
+        for e in &s.exemplars {
+            assert!(
+                e.labels.windows(2).all(|w| w[0].0 < w[1].0),
+                "exemplar labels sorted by name, unique: {:?}",
+                e.labels
+            );
+            let chars: usize = e
+                .labels
+                .iter()
+                .map(|(n, v)| n.chars().count() + v.chars().count())
+                .sum();
+            assert!(chars <= decode::MAX_EXEMPLAR_LABEL_CHARS);
+            for (name, value) in &e.labels {
+                assert!(decode::valid_label_name(name) && !value.contains('\0'));
+            }
         }
         let labels: Vec<(&str, &str)> = s.labels.labels().collect();
         assert!(!labels.is_empty() && labels.len() <= decode::MAX_LABELS_PER_SERIES);
@@ -184,12 +252,153 @@ fn check_batch(batch: &WriteBatch, limits: Limits) {
         assert!(s.labels.to_string().starts_with(s.labels.metric()));
         assert_eq!(s.labels.clone().without("__name__").get("__name__"), None);
     }
-    assert_eq!(batch.sample_count(), samples);
+    assert_eq!(batch.sample_count(), points);
     for m in &batch.metadata {
         assert!(decode::valid_metric_name(&m.metric));
         assert!(m.help.len() <= decode::MAX_VALUE_BYTES && m.unit.len() <= decode::MAX_NAME_BYTES);
         assert!(!m.help.contains('\0') && !m.unit.contains('\0'));
     }
+}
+
+/// What a validated histogram promises: a known schema, spans that describe its buckets,
+/// integer counts that add up; and it survives the trip back to the wire.
+fn check_histogram(h: &decode::Histogram) {
+    let custom = h.schema == decode::CUSTOM_BUCKETS_SCHEMA;
+    assert!(custom || decode::HISTOGRAM_SCHEMAS.contains(&h.schema));
+    assert!(custom || h.custom_values.is_empty());
+    let described =
+        |spans: &[decode::BucketSpan]| -> u64 { spans.iter().map(|s| u64::from(s.length)).sum() };
+    let (negative, positive) = match &h.counts {
+        decode::HistogramCounts::Integer {
+            count,
+            zero_count,
+            negative,
+            positive,
+        } => {
+            let total = negative
+                .iter()
+                .chain(positive)
+                .try_fold(*zero_count, |a, c| a.checked_add(*c));
+            assert!(total.is_some_and(|t| t <= *count), "count below buckets");
+            (negative.len(), positive.len())
+        }
+        decode::HistogramCounts::Float {
+            negative, positive, ..
+        } => {
+            assert!(negative
+                .iter()
+                .chain(positive)
+                .all(|c| c.is_nan() || *c >= 0.0));
+            (negative.len(), positive.len())
+        }
+    };
+    assert_eq!(described(&h.negative_spans), negative as u64);
+    assert_eq!(described(&h.positive_spans), positive as u64);
+    let wire = proto::Histogram::from(h);
+    let back = decode::Histogram::try_from(wire).expect("a valid histogram converts back");
+    assert_eq!(
+        histogram_bits(&back),
+        histogram_bits(h),
+        "histogram round trip"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// remote_write_v2
+
+/// Fuzz target: a remote-write 2.0 body, then the input taken as the protobuf itself.
+pub fn remote_write_v2(data: &[u8]) {
+    check_write_v2_body(data);
+    check_write_v2_body(&compress(data));
+}
+
+fn check_write_v2_body(body: &[u8]) {
+    let Some(batch) = check_decoder(body, decode_v2::decode_write_v2) else {
+        return;
+    };
+    // prost's reading of the same body, its references resolved into a 1.0 request, must
+    // validate to the same batch.
+    let raw = decode::decompress(body, NO_AGE_LIMITS.max_decoded_bytes)
+        .expect("decoded, so decompressed");
+    let Ok(request) = proto::v2::Request::decode(raw.as_slice()) else {
+        return;
+    };
+    let twin = v1_twin(&request).expect("the wire walk accepted every reference");
+    let slow = decode::validate(twin, NO_AGE_LIMITS, NOW_MS)
+        .expect("the 2.0 decoder accepted it, so must the 1.0 prost path");
+    assert_eq!(
+        batch_bits(&batch),
+        batch_bits(&slow),
+        "2.0 wire walk vs prost"
+    );
+}
+
+/// A 2.0 request as the 1.0 request with the same content: references resolved, one
+/// metadata entry per metric name. `None` when a reference is out of range or odd.
+fn v1_twin(request: &proto::v2::Request) -> Option<proto::WriteRequest> {
+    let symbol = |r: u32| request.symbols.get(r as usize).cloned();
+    let pairs = |refs: &[u32]| -> Option<Vec<proto::Label>> {
+        if !refs.len().is_multiple_of(2) {
+            return None;
+        }
+        refs.chunks(2)
+            .map(|p| {
+                Some(proto::Label {
+                    name: symbol(p[0])?,
+                    value: symbol(p[1])?,
+                })
+            })
+            .collect()
+    };
+    if request.symbols.first().is_none_or(|s| !s.is_empty()) {
+        return None;
+    }
+    let mut out = proto::WriteRequest::default();
+    let mut names = std::collections::HashSet::new();
+    for ts in &request.timeseries {
+        let labels = pairs(&ts.labels_refs)?;
+        let exemplars = ts
+            .exemplars
+            .iter()
+            .map(|e| {
+                Some(proto::Exemplar {
+                    labels: pairs(&e.labels_refs)?,
+                    value: e.value,
+                    timestamp: e.timestamp,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if let Some(m) = ts.metadata {
+            let (help, unit) = (symbol(m.help_ref)?, symbol(m.unit_ref)?);
+            let name = labels.iter().find(|l| l.name == "__name__");
+            if let Some(name) = name {
+                if (m.r#type != 0 || !help.is_empty() || !unit.is_empty())
+                    && names.insert(name.value.clone())
+                {
+                    out.metadata.push(proto::MetricMetadata {
+                        r#type: m.r#type,
+                        metric_family_name: name.value.clone(),
+                        help,
+                        unit,
+                    });
+                }
+            }
+        }
+        out.timeseries.push(proto::TimeSeries {
+            labels,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| proto::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
+                .collect(),
+            exemplars,
+            histograms: ts.histograms.clone(),
+        });
+    }
+    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -903,6 +1112,7 @@ mod ha_router {
                                 label(REPLICA, replica),
                             ],
                             samples,
+                            ..Default::default()
                         });
                     }
                     let request = proto::WriteRequest {
@@ -952,6 +1162,7 @@ mod ha_router {
                         timeseries.push(proto::TimeSeries {
                             labels: out,
                             samples,
+                            ..Default::default()
                         });
                     }
                     let request = proto::WriteRequest {
@@ -1005,6 +1216,7 @@ mod ha_router {
                                     label(REPLICA, replica),
                                 ],
                                 samples: vec![sample],
+                                ..Default::default()
                             }],
                             metadata: vec![],
                         };

@@ -350,6 +350,7 @@ pub fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
             .iter()
             .map(|&(timestamp, value)| Sample { value, timestamp })
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -109,6 +109,7 @@ pub fn build_requests(w: &Workload) -> Vec<Vec<u8>> {
                                 value: (scrape * 7 + i) as f64 * 0.5,
                                 timestamp: ts,
                             }],
+                            ..Default::default()
                         }
                     })
                     .collect();

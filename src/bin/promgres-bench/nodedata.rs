@@ -242,6 +242,7 @@ pub fn replay(
                         value: value_at(values, *counter, s + h),
                         timestamp: ts,
                     }],
+                    ..Default::default()
                 });
                 if batch.len() >= per_request {
                     flush(&mut batch);

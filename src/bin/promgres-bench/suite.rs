@@ -337,6 +337,25 @@ fn bench_decode(results: &mut Results, quick: bool) {
         format!("{decode_rate:.0}"),
         format!("{decode_rate:.0}"),
     );
+    // The same series and samples as remote write 2.0 requests.
+    let v2_bodies: Vec<Vec<u8>> = bodies.iter().filter_map(|b| as_v2_body(b)).collect();
+    let started = Instant::now();
+    for body in &v2_bodies {
+        let _ = promgres::decode_v2::decode_write_v2(body, limits, now);
+    }
+    let v2_rate = samples as f64 / started.elapsed().as_secs_f64();
+    results.add(
+        "remote write 2.0: decode + validate, 1 core (samples/s)",
+        format!("{v2_rate:.0}"),
+        format!("{v2_rate:.0}"),
+    );
+    let mean = |b: &[Vec<u8>]| b.iter().map(Vec::len).sum::<usize>() / b.len().max(1);
+    let (v1_size, v2_size) = (mean(&bodies), mean(&v2_bodies));
+    results.add(
+        "compressed request body, 500 samples (bytes, mean): 1.0 / 2.0",
+        format!("{v1_size} / {v2_size}"),
+        format!("[{v1_size}, {v2_size}]"),
+    );
     let ha = HaConfig {
         cluster_label: "cluster".into(),
         replica_label: "__replica__".into(),
@@ -362,6 +381,49 @@ fn bench_decode(results: &mut Results, quick: bool) {
         format!("{rate:.0}"),
         format!("{rate:.0}"),
     );
+}
+
+/// A remote write 1.0 body as the 2.0 body with the same series and samples: every string
+/// interned in a symbol table.
+fn as_v2_body(body: &[u8]) -> Option<Vec<u8>> {
+    use proto::v2;
+    let raw = decode::decompress(body, 32 << 20).ok()?;
+    let request = proto::WriteRequest::decode(raw.as_slice()).ok()?;
+    let mut symbols = vec![String::new()];
+    let mut index = std::collections::HashMap::new();
+    let mut symbol = |s: &str| -> u32 {
+        *index.entry(s.to_string()).or_insert_with(|| {
+            symbols.push(s.to_string());
+            (symbols.len() - 1) as u32
+        })
+    };
+    let timeseries = request
+        .timeseries
+        .iter()
+        .map(|ts| v2::TimeSeries {
+            labels_refs: ts
+                .labels
+                .iter()
+                .flat_map(|l| [symbol(&l.name), symbol(&l.value)])
+                .collect(),
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                    start_timestamp: 0,
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let raw = v2::Request {
+        symbols,
+        timeseries,
+    }
+    .encode_to_vec();
+    snap::raw::Encoder::new().compress_vec(&raw).ok()
 }
 
 struct IngestRun {
@@ -556,6 +618,7 @@ fn bench_reads(admin: &str, results: &mut Results, quick: bool) -> Result<(), St
                 timestamp: t0 + i * 15_000,
             })
             .collect(),
+        ..Default::default()
     }];
     // (2) 1,000 series sharing a label, one hour at 15 s.
     let hour_start = now_ms() - 3_600_000 - 60_000;
@@ -581,6 +644,7 @@ fn bench_reads(admin: &str, results: &mut Results, quick: bool) -> Result<(), St
                     timestamp: hour_start + k * 15_000,
                 })
                 .collect(),
+            ..Default::default()
         })
         .collect();
     let send = |series: Vec<proto::TimeSeries>| -> Result<(), String> {
@@ -1023,6 +1087,7 @@ fn bench_reads_chunks(admin: &str, results: &mut Results, quick: bool) -> Result
             timeseries: vec![proto::TimeSeries {
                 labels: labels.clone(),
                 samples,
+                ..Default::default()
             }],
             metadata: vec![],
         }
@@ -1172,8 +1237,13 @@ pub fn run(options: &SuiteOptions) -> Result<(), String> {
         "promgres benchmark suite ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    // PROMGRES_BENCH_ONLY=storage, =peers, =reads or =lag runs that section alone.
+    // PROMGRES_BENCH_ONLY=storage, =peers, =reads, =lag or =decode runs that section alone.
     let only = std::env::var("PROMGRES_BENCH_ONLY").unwrap_or_default();
+    if only == "decode" {
+        bench_decode(&mut results, quick);
+        println!("\n| measurement | value |\n|---|---|\n{}", results.text());
+        return Ok(());
+    }
     if ["storage", "peers", "reads", "lag"].contains(&only.as_str()) {
         match only.as_str() {
             "storage" => bench_storage(admin, &mut results, quick)?,

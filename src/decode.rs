@@ -313,19 +313,25 @@ impl LabelSet {
 
     /// The label set as a JSON object with keys in name order, as stored in `series.labels`.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(16 + self.spans.len() * 24);
-        out.push('{');
-        for (i, (name, value)) in self.labels().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_string(&mut out, name);
-            out.push(':');
-            push_json_string(&mut out, value);
-        }
-        out.push('}');
-        out
+        labels_json(self.labels(), self.spans.len())
     }
+}
+
+/// Labels as a JSON object, in the order given (names sorted and unique, by the callers'
+/// rules), as series and exemplar labels are stored.
+pub fn labels_json<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>, len: usize) -> String {
+    let mut out = String::with_capacity(16 + len * 24);
+    out.push('{');
+    for (i, (name, value)) in labels.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, name);
+        out.push(':');
+        push_json_string(&mut out, value);
+    }
+    out.push('}');
+    out
 }
 
 impl PartialEq for LabelSet {

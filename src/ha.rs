@@ -240,7 +240,10 @@ impl Election {
                 (Some(c), Some(r)) => {
                     let key = (c.to_string(), r.to_string());
                     let labels = s.labels.without(&self.config.replica_label);
-                    groups.entry(key).or_default().push(SeriesSamples { labels, ..s });
+                    groups
+                        .entry(key)
+                        .or_default()
+                        .push(SeriesSamples { labels, ..s });
                 }
                 // One HA label without the other: not an HA pair's series, so ordinary data,
                 // stored as it is (as Mimir does), and counted.

@@ -8,6 +8,7 @@
 
 use crate::db_error::StoreError;
 use crate::decode::{self, DecodeError};
+use crate::decode_v2;
 use crate::ha::{Election, HaError, HandOverError};
 use crate::ingest::{Accepted, Ingest, IngestError};
 use crate::metrics::Metrics;
@@ -476,9 +477,24 @@ fn header_value<'a>(request: &'a Request, name: &'static str) -> Option<&'a str>
         .map(|h| h.value.as_str())
 }
 
-/// Remote write 1.0 is Snappy-compressed protobuf. Missing headers are tolerated (some
-/// senders omit them); anything else announced is refused with 415.
-fn check_media_type(request: &Request) -> Result<(), ApiError> {
+/// The remote-write message a request carries, chosen by its `Content-Type` as the 2.0 spec
+/// says (never by `X-Prometheus-Remote-Write-Version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteProtocol {
+    /// `prometheus.WriteRequest`: `application/x-protobuf` without `proto=`, with
+    /// `proto=prometheus.WriteRequest`, or no `Content-Type` at all (older senders).
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    V2,
+}
+
+const SUPPORTED_WRITE_TYPES: &str = "application/x-protobuf (remote write 1.0), \
+    application/x-protobuf;proto=prometheus.WriteRequest (1.0), \
+    application/x-protobuf;proto=io.prometheus.write.v2.Request (2.0)";
+
+/// Remote write is Snappy-compressed protobuf. A missing header is tolerated (some 1.0
+/// senders omit them); anything else announced is refused with 415 naming what is supported.
+fn write_protocol(request: &Request) -> Result<WriteProtocol, ApiError> {
     if let Some(encoding) = header_value(request, "Content-Encoding") {
         if !encoding.trim().eq_ignore_ascii_case("snappy") {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -486,25 +502,35 @@ fn check_media_type(request: &Request) -> Result<(), ApiError> {
             )));
         }
     }
-    if let Some(content_type) = header_value(request, "Content-Type") {
-        let mut parts = content_type.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("");
-        if !media.eq_ignore_ascii_case("application/x-protobuf") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "unsupported Content-Type {content_type:?}: remote write 1.0 needs application/x-protobuf"
-            )));
-        }
-        for p in parts {
-            if let Some(proto) = p.strip_prefix("proto=") {
-                if proto != "prometheus.WriteRequest" {
-                    return Err(ApiError::UnsupportedMediaType(format!(
-                        "unsupported message {proto:?}: promgres speaks remote write 1.0 (prometheus.WriteRequest)"
-                    )));
-                }
-            }
-        }
+    let Some(content_type) = header_value(request, "Content-Type") else {
+        return Ok(WriteProtocol::V1);
+    };
+    let mut parts = content_type.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("");
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "unsupported Content-Type {content_type:?}; supported: {SUPPORTED_WRITE_TYPES}"
+        )));
     }
-    Ok(())
+    let mut protocol = WriteProtocol::V1;
+    for p in parts {
+        let Some((key, value)) = p.split_once('=') else {
+            continue;
+        };
+        if !key.trim().eq_ignore_ascii_case("proto") {
+            continue;
+        }
+        protocol = match value.trim().trim_matches('"') {
+            "prometheus.WriteRequest" => WriteProtocol::V1,
+            "io.prometheus.write.v2.Request" => WriteProtocol::V2,
+            other => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "unsupported message proto={other:?}; supported: {SUPPORTED_WRITE_TYPES}"
+                )))
+            }
+        };
+    }
+    Ok(protocol)
 }
 
 fn write(request: &mut Request, state: &HttpState) -> Reply {
@@ -526,7 +552,7 @@ fn write(request: &mut Request, state: &HttpState) -> Reply {
 }
 
 fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
-    check_media_type(request)?;
+    let protocol = write_protocol(request)?;
     // No valid Snappy body within the decoded limit can be longer than this.
     let limit = snap::raw::max_compress_len(state.limits.max_decoded_bytes).max(64);
     if let Some(length) = request.body_length() {
@@ -539,20 +565,55 @@ fn write_inner(request: &mut Request, state: &HttpState) -> Reply {
     // that looks out of range may be our clock's fault, and a 4xx would lose the samples.
     let now = state.db_clock.now();
     let batch = state
-        .with_decode_slot(|| decode::decode_write(&body, state.limits, now.ms))
+        .with_decode_slot(|| match protocol {
+            WriteProtocol::V1 => decode::decode_write(&body, state.limits, now.ms),
+            WriteProtocol::V2 => decode_v2::decode_write_v2(&body, state.limits, now.ms),
+        })
         .map_err(|e| match e {
             DecodeError::TimestampOutOfRange { .. } if !now.trusted => ApiError::ClockUnknown(e),
             e => ApiError::Decode(e),
         })?;
     drop(body);
     let samples = batch.sample_count();
-    state.metrics.samples_received.add(samples as u64);
+    let counts = batch.counts();
+    state.metrics.samples_received.add(counts.samples as u64);
+    state
+        .metrics
+        .histograms_received
+        .add(counts.histograms as u64);
+    state
+        .metrics
+        .exemplars_received
+        .add(counts.exemplars as u64);
     // 202 when some samples were not stored on purpose (HA kept them back, or this instance
     // is an advisory-lock follower): a 2xx, so Prometheus neither retries nor blocks.
-    Ok(empty(match state.ingest.write(batch, samples)? {
+    let status = match state.ingest.write(batch, samples)? {
         Accepted::Stored => 204,
         Accepted::PartlyKeptBack | Accepted::Follower => 202,
-    }))
+    };
+    Ok(with_written(empty(status), counts))
+}
+
+/// Adds the `X-Prometheus-Remote-Write-*-Written` headers to a 2xx answer. A request is
+/// stored whole or refused whole, so on a 2xx everything it carried counts as written: also
+/// what HA kept back on purpose (another replica's moments, a standby's buffer, an advisory
+/// follower's data) and what was stored already (a resend). Prometheus 3.x takes "2xx but
+/// fewer written" as a failure and would report deduplicated samples as lost. On errors the
+/// headers are left out, which the spec reads as 0 written.
+fn with_written<R: std::io::Read>(response: Response<R>, counts: decode::Counts) -> Response<R> {
+    response
+        .with_header(header(
+            "X-Prometheus-Remote-Write-Samples-Written",
+            &counts.samples.to_string(),
+        ))
+        .with_header(header(
+            "X-Prometheus-Remote-Write-Histograms-Written",
+            &counts.histograms.to_string(),
+        ))
+        .with_header(header(
+            "X-Prometheus-Remote-Write-Exemplars-Written",
+            &counts.exemplars.to_string(),
+        ))
 }
 
 fn empty(status: u16) -> Response<std::io::Cursor<Vec<u8>>> {

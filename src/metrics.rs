@@ -185,6 +185,11 @@ pub struct Metrics {
     pub http_write_duration: Histogram,
     pub samples_received: Counter,
     pub samples_stored: Counter,
+    pub histograms_received: Counter,
+    pub histograms_stored: Counter,
+    pub exemplars_received: Counter,
+    pub exemplars_stored: Counter,
+    pub histograms_compacted: Counter,
     pub samples_rejected: CounterVec,
     pub samples_duplicate: CounterVec,
     pub compaction_samples: Counter,
@@ -229,6 +234,11 @@ impl Default for Metrics {
             http_write_duration: Histogram::default(),
             samples_received: Counter::default(),
             samples_stored: Counter::default(),
+            histograms_received: Counter::default(),
+            histograms_stored: Counter::default(),
+            exemplars_received: Counter::default(),
+            exemplars_stored: Counter::default(),
+            histograms_compacted: Counter::default(),
             samples_rejected: CounterVec::new(&["reason"]),
             samples_duplicate: CounterVec::new(&["kind"]),
             compaction_samples: Counter::default(),
@@ -360,6 +370,35 @@ impl Metrics {
             "Samples committed to PostgreSQL that were new (resends and conflicts not counted).",
             self.samples_stored.get().to_string(),
         );
+        for (name, help, counter) in [
+            (
+                "promgres_histograms_received_total",
+                "Native histograms in decoded write requests.",
+                &self.histograms_received,
+            ),
+            (
+                "promgres_histograms_stored_total",
+                "Native histograms committed to PostgreSQL that were new.",
+                &self.histograms_stored,
+            ),
+            (
+                "promgres_exemplars_received_total",
+                "Exemplars in decoded write requests.",
+                &self.exemplars_received,
+            ),
+            (
+                "promgres_exemplars_stored_total",
+                "Exemplars committed to PostgreSQL that were new.",
+                &self.exemplars_stored,
+            ),
+            (
+                "promgres_histograms_compacted_total",
+                "Head histograms folded into chunks by compaction.",
+                &self.histograms_compacted,
+            ),
+        ] {
+            scalar(&mut out, name, "counter", help, counter.get().to_string());
+        }
         head(
             &mut out,
             "promgres_samples_duplicate_total",

@@ -311,6 +311,7 @@ mod tests {
                 value: 1.0,
                 timestamp: 1,
             }],
+            ..SeriesSamples::default()
         }
     }
 

@@ -1,11 +1,14 @@
 //! Prometheus remote read (`POST /read`): decoding `prometheus.ReadRequest`, turning its
-//! matchers into [`store::Matcher`]s, and answering with SAMPLES (one snappy `ReadResponse`)
-//! or, when the client lists it first, STREAMED_XOR_CHUNKS (frames of XOR chunks, produced
-//! series batch by series batch so memory stays flat).
+//! matchers into [`store::Matcher`]s, and answering with SAMPLES (one snappy `ReadResponse`,
+//! native histograms beside float samples) or, when the client lists it first,
+//! STREAMED_XOR_CHUNKS (frames of XOR chunks, and histogram chunks for native histograms,
+//! produced series batch by series batch so memory stays flat). Histograms count against
+//! `--read-sample-limit` like samples.
 //!
 //! Reads use a small pool of connections of their own, so queries never take a writer's.
 
 use crate::decode::{self, DecodeError};
+use crate::histogram_chunk;
 use crate::proto::{
     self, ChunkedReadResponse, ChunkedSeries, Label, ReadRequest, Sample, TimeSeries,
 };
@@ -214,12 +217,31 @@ pub fn samples_response(
             pooled.discard();
             return Err(ReadError::SampleLimit(sample_limit));
         }
+        deadline.bound(client)?;
+        let Some(mut histograms) = crate::engine::histograms::read(
+            client,
+            &ids,
+            plan.start_ms,
+            plan.end_ms,
+            sample_limit - total,
+        )?
+        else {
+            return Err(ReadError::SampleLimit(sample_limit));
+        };
+        total += histograms.values().map(Vec::len).sum::<usize>();
         let timeseries = series
             .into_iter()
             .filter_map(|(id, labels)| {
-                by_id.remove(&id).map(|samples| TimeSeries {
+                let samples = by_id.remove(&id).unwrap_or_default();
+                let histograms = histograms.remove(&id).unwrap_or_default();
+                if samples.is_empty() && histograms.is_empty() {
+                    return None;
+                }
+                Some(TimeSeries {
                     labels: labels_of(labels),
                     samples,
+                    histograms: histograms.iter().map(proto::Histogram::from).collect(),
+                    exemplars: Vec::new(),
                 })
             })
             .collect();
@@ -393,11 +415,25 @@ impl ChunkStream {
                 self.client.discard();
                 return Err(ReadError::SampleLimit(self.sample_limit));
             }
+            self.deadline.bound(self.client.client()?)?;
+            let Some(mut histograms) = crate::engine::histograms::read(
+                self.client.client()?,
+                &ids,
+                plan.start_ms,
+                plan.end_ms,
+                self.sample_limit - self.samples_sent,
+            )?
+            else {
+                return Err(ReadError::SampleLimit(self.sample_limit));
+            };
+            self.samples_sent += histograms.values().map(Vec::len).sum::<usize>();
             for (id, labels) in batch {
-                let Some(samples) = by_id.remove(&id) else {
+                let samples = by_id.remove(&id).unwrap_or_default();
+                let histograms = histograms.remove(&id).unwrap_or_default();
+                if samples.is_empty() && histograms.is_empty() {
                     continue;
-                };
-                let chunks = samples
+                }
+                let mut chunks: Vec<proto::Chunk> = samples
                     .chunks(xor::MAX_SAMPLES_PER_CHUNK)
                     .map(|c| proto::Chunk {
                         min_time_ms: c.first().map_or(0, |s| s.0),
@@ -406,6 +442,24 @@ impl ChunkStream {
                         data: xor::encode_chunk(c),
                     })
                     .collect();
+                // A series that changed from floats to histograms (or back) has both kinds;
+                // a reader wants its chunks in time order.
+                chunks.extend(
+                    histogram_chunk::encode_chunks(&histograms)
+                        .map_err(|e| {
+                            ReadError::Store(StoreError::internal(format!(
+                                "stored histograms cannot be chunked: {e}"
+                            )))
+                        })?
+                        .into_iter()
+                        .map(|c| proto::Chunk {
+                            min_time_ms: c.min_time_ms,
+                            max_time_ms: c.max_time_ms,
+                            r#type: c.encoding,
+                            data: c.data,
+                        }),
+                );
+                chunks.sort_by_key(|c| c.min_time_ms);
                 let message = ChunkedReadResponse {
                     chunked_series: vec![ChunkedSeries {
                         labels: labels_of(labels),

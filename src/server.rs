@@ -663,6 +663,11 @@ pub fn compact_now(
     for name in engine::compact::reclaim_head(&mut client)? {
         println!("compact: reclaimed emptied head partition {name}");
     }
+    let h = engine::histograms::compact(&mut client, cutoff)?;
+    println!(
+        "compact: folded {} histograms into {} chunks",
+        h.histograms, h.chunks
+    );
     Ok(())
 }
 
@@ -783,6 +788,24 @@ impl CompactionSchedule {
             Err(e) => {
                 metrics.compaction_errors.add(1);
                 log::warn!("compaction: pass failed (it is repeated; nothing is lost): {e}");
+            }
+        }
+        match db.with_client(|c| engine::histograms::compact(c, cutoff)) {
+            Ok(h) => {
+                metrics.histograms_compacted.add(h.histograms as u64);
+                if h.histograms > 0 {
+                    log::info!(
+                        "compaction: folded {} histograms into {} chunks",
+                        h.histograms,
+                        h.chunks
+                    );
+                }
+            }
+            Err(e) => {
+                metrics.compaction_errors.add(1);
+                log::warn!(
+                    "compaction: histogram pass failed (it is repeated; nothing is lost): {e}"
+                );
             }
         }
     }

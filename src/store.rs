@@ -41,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_histogram_codec",
         include_str!("../migrations/0010_histogram_codec.sql"),
     ),
+    (
+        "0011_histograms_exemplars",
+        include_str!("../migrations/0011_histograms_exemplars.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
@@ -524,7 +528,41 @@ pub fn drop_partitions_before(client: &mut Client, keep_from_day: i32) -> Result
 fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
     let mut dropped = drop_old_of(client, "samples", keep_from_day)?;
     dropped.extend(drop_old_of(client, "chunks", keep_from_day)?);
+    let rows = delete_old_rows(client, keep_from_day)?;
+    if rows > 0 {
+        log::info!("retention: deleted {rows} histogram and exemplar rows");
+    }
     Ok(dropped)
+}
+
+/// Histograms and exemplars are not partitioned (far fewer rows than float samples): their
+/// rows before `keep_from_day` are deleted, 10,000 per statement so no statement runs long
+/// or holds many row locks. A histogram chunk goes with its window's start, as float chunks
+/// go with their partition's day.
+fn delete_old_rows(client: &mut Client, keep_from_day: i32) -> Result<u64> {
+    const BATCH: &str = "10000";
+    let mut deleted = 0;
+    for (table, column) in [
+        ("histogram_head", "time"),
+        ("histogram_chunks", "start_time"),
+        ("exemplars", "time"),
+    ] {
+        // Both names are promgres's own, never user input.
+        let sql = format!(
+            "DELETE FROM promgres.{table} WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM promgres.{table}
+                  WHERE {column} < timestamptz 'epoch' + $1::int4 * interval '1 day'
+                  LIMIT {BATCH}))"
+        );
+        loop {
+            let n = client.execute(&sql, &[&keep_from_day])?;
+            deleted += n;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Drops the day partitions of promgres.<table> (named <table>_YYYYMMDD) before
@@ -607,6 +645,9 @@ pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u6
                 AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
                 AND NOT EXISTS (SELECT 1 FROM promgres.chunks c WHERE c.series_id = s.id)
                 AND NOT EXISTS (SELECT 1 FROM promgres.open_chunks c WHERE c.series_id = s.id)
+                AND NOT EXISTS (SELECT 1 FROM promgres.histogram_head h WHERE h.series_id = s.id)
+                AND NOT EXISTS (SELECT 1 FROM promgres.histogram_chunks h WHERE h.series_id = s.id)
+                AND NOT EXISTS (SELECT 1 FROM promgres.exemplars e WHERE e.series_id = s.id)
               ORDER BY s.id
               LIMIT 100000",
             &[&older_than_ms],
@@ -633,6 +674,9 @@ pub fn remove_empty_series(client: &mut Client, older_than_ms: i64) -> Result<u6
                     AND NOT EXISTS (SELECT 1 FROM promgres.samples p WHERE p.series_id = s.id)
                     AND NOT EXISTS (SELECT 1 FROM promgres.chunks c WHERE c.series_id = s.id)
                     AND NOT EXISTS (SELECT 1 FROM promgres.open_chunks c WHERE c.series_id = s.id)
+                    AND NOT EXISTS (SELECT 1 FROM promgres.histogram_head h WHERE h.series_id = s.id)
+                    AND NOT EXISTS (SELECT 1 FROM promgres.histogram_chunks h WHERE h.series_id = s.id)
+                    AND NOT EXISTS (SELECT 1 FROM promgres.exemplars e WHERE e.series_id = s.id)
                  RETURNING s.id",
                 &[&batch],
             )?

@@ -7,8 +7,10 @@
 //! samples and commit. Only after the commit is any job answered Ok.
 
 use crate::decode::{LabelSet, Metadata, SeriesSamples};
+use crate::engine::exemplars::ExemplarRow;
 use crate::engine::head::{self, InsertPath};
-use crate::engine::SampleRow;
+use crate::engine::histograms::HistogramRow;
+use crate::engine::{HeadRows, SampleRow};
 use crate::fence::LockFence;
 use crate::metrics::Metrics;
 use crate::pg_session::{self, SessionBounds};
@@ -369,16 +371,33 @@ type JobResult = Result<Vec<usize>, StoreError>;
 
 /// A transaction's rows, kept per job and per fenced group so that verdicts found inside the
 /// transaction can leave some out.
-struct Rows {
+struct Rows<'a> {
     /// Each job's unconditional rows.
-    plain: Vec<Vec<SampleRow>>,
+    plain: Vec<HeadRows<'a>>,
     /// (job, group index within the job, rows) of every fenced group.
-    groups: Vec<(usize, usize, Vec<SampleRow>)>,
+    groups: Vec<(usize, usize, HeadRows<'a>)>,
     /// Index into the transaction's distinct lock fences, per job.
     lock_of: Vec<Option<usize>>,
 }
 
-impl Rows {
+/// Appends `from` to `to`.
+fn extend_rows<'a>(to: &mut HeadRows<'a>, from: &HeadRows<'a>) {
+    to.samples.extend_from_slice(&from.samples);
+    to.histograms.extend_from_slice(&from.histograms);
+    to.exemplars.extend_from_slice(&from.exemplars);
+}
+
+/// The (min, max) timestamp of a group's rows of every kind.
+fn time_bounds(rows: &HeadRows) -> (i64, i64) {
+    rows.samples
+        .iter()
+        .map(|r| r.timestamp_ms)
+        .chain(rows.histograms.iter().map(|r| r.histogram.timestamp))
+        .chain(rows.exemplars.iter().map(|r| r.exemplar.timestamp))
+        .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)))
+}
+
+impl<'a> Rows<'a> {
     fn job_holds(&self, job: usize, verdicts: &head::Verdicts) -> bool {
         self.lock_of[job].is_none_or(|l| verdicts.locks.get(l).copied().unwrap_or(false))
     }
@@ -389,22 +408,35 @@ impl Rows {
     /// with asynchronous acks as with synchronous ones. In key order, index pages are touched
     /// in sequence, and two writers holding overlapping rows (a re-send racing its original)
     /// lock them in the same order, so cannot deadlock.
-    fn chosen(&self, verdicts: &head::Verdicts) -> Vec<SampleRow> {
-        let mut rows = Vec::new();
+    fn chosen(&self, verdicts: &head::Verdicts) -> HeadRows<'a> {
+        let mut rows = HeadRows::default();
         for (j, plain) in self.plain.iter().enumerate() {
             if !self.job_holds(j, verdicts) {
                 continue;
             }
-            rows.extend_from_slice(plain);
+            extend_rows(&mut rows, plain);
             for (k, (_, _, group)) in self.groups.iter().enumerate().filter(|(_, g)| g.0 == j) {
                 if verdicts.fences.get(k).copied().unwrap_or(false) {
-                    rows.extend_from_slice(group);
+                    extend_rows(&mut rows, group);
                 }
             }
         }
         // Stable: equal keys keep job order, and dedup keeps the first.
-        rows.sort_by_key(|r| (r.series_id, r.timestamp_ms));
-        rows.dedup_by_key(|r| (r.series_id, r.timestamp_ms));
+        rows.samples.sort_by_key(|r| (r.series_id, r.timestamp_ms));
+        rows.samples.dedup_by_key(|r| (r.series_id, r.timestamp_ms));
+        rows.histograms
+            .sort_by_key(|r| (r.series_id, r.histogram.timestamp));
+        rows.histograms
+            .dedup_by_key(|r| (r.series_id, r.histogram.timestamp));
+        rows.exemplars.sort_by(|a, b| {
+            (a.series_id, a.exemplar.timestamp)
+                .cmp(&(b.series_id, b.exemplar.timestamp))
+                .then_with(|| a.exemplar.labels.cmp(&b.exemplar.labels))
+        });
+        rows.exemplars.dedup_by(|a, b| {
+            (a.series_id, a.exemplar.timestamp, &a.exemplar.labels)
+                == (b.series_id, b.exemplar.timestamp, &b.exemplar.labels)
+        });
         rows
     }
 }
@@ -419,7 +451,11 @@ struct Written {
 }
 
 /// Stores the jobs' metadata and samples in one transaction.
-fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Written, StoreError> {
+fn write_jobs<'j>(
+    client: &mut Client,
+    shared: &Shared,
+    jobs: &'j [Job],
+) -> Result<Written, StoreError> {
     let metadata = latest_metadata(jobs);
     if !metadata.is_empty() {
         store::upsert_metadata(client, &metadata)?;
@@ -452,17 +488,27 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
     };
     let mut ids = resolved.iter().copied();
     let mut days = HashSet::new();
-    let mut to_rows = |series: &[SeriesSamples]| -> Vec<SampleRow> {
-        let mut rows = Vec::new();
+    let mut to_rows = |series: &'j [SeriesSamples]| -> HeadRows<'j> {
+        let mut rows = HeadRows::default();
         for (s, series_id) in series.iter().zip(ids.by_ref()) {
             for sample in &s.samples {
                 days.insert(day_of(sample.timestamp));
-                rows.push(SampleRow {
+                rows.samples.push(SampleRow {
                     series_id,
                     timestamp_ms: sample.timestamp,
                     value: sample.value,
                 });
             }
+            rows.histograms
+                .extend(s.histograms.iter().map(|histogram| HistogramRow {
+                    series_id,
+                    histogram,
+                }));
+            rows.exemplars
+                .extend(s.exemplars.iter().map(|exemplar| ExemplarRow {
+                    series_id,
+                    exemplar,
+                }));
         }
         rows
     };
@@ -491,19 +537,12 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
         .iter()
         .map(|(j, g, group_rows)| {
             let group = &jobs[*j].fenced[*g];
+            let (min_ms, max_ms) = time_bounds(group_rows);
             crate::fence::Fence {
                 cluster: &group.cluster,
                 replica: &group.replica,
-                min_ms: group_rows
-                    .iter()
-                    .map(|r| r.timestamp_ms)
-                    .min()
-                    .unwrap_or(i64::MAX),
-                max_ms: group_rows
-                    .iter()
-                    .map(|r| r.timestamp_ms)
-                    .max()
-                    .unwrap_or(i64::MIN),
+                min_ms,
+                max_ms,
             }
         })
         .collect();
@@ -532,6 +571,14 @@ fn write_jobs(client: &mut Client, shared: &Shared, jobs: &[Job]) -> Result<Writ
         shared.metrics.duplicate_fallbacks.add(1);
     }
     let stored = inserted.stored;
+    shared
+        .metrics
+        .histograms_stored
+        .add(inserted.histograms.stored as u64);
+    shared
+        .metrics
+        .exemplars_stored
+        .add(inserted.exemplars as u64);
     if inserted.identical > 0 {
         shared
             .metrics

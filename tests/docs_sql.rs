@@ -101,6 +101,46 @@ fn every_sql_example_runs_and_returns_rows() {
         ],
         &[(t0, 1.0)],
     ));
+    // A native histogram of request durations (schema 0: buckets (0.125, 0.25], (0.25, 0.5],
+    // (0.5, 1]) with exemplars, as Prometheus sends with send_native_histograms/send_exemplars.
+    let mut durations = series(
+        &[
+            ("__name__", "http_request_duration_seconds"),
+            ("job", "api"),
+            ("handler", "/query"),
+        ],
+        &[],
+    );
+    durations.histograms = (0..20)
+        .map(|i| {
+            let buckets = [2 + i as u64, 5 + 2 * i as u64, 1 + i as u64];
+            promgres::proto::Histogram {
+                count: Some(promgres::proto::HistogramCount::Int(buckets.iter().sum())),
+                sum: 3.0 + i as f64,
+                schema: 0,
+                positive_spans: vec![promgres::proto::BucketSpan {
+                    offset: -2,
+                    length: 3,
+                }],
+                positive_deltas: vec![
+                    buckets[0] as i64,
+                    buckets[1] as i64 - buckets[0] as i64,
+                    buckets[2] as i64 - buckets[1] as i64,
+                ],
+                reset_hint: 2,
+                timestamp: t0 + i * 15_000,
+                ..Default::default()
+            }
+        })
+        .collect();
+    durations.exemplars = (0..3)
+        .map(|i| promgres::proto::Exemplar {
+            labels: labels(&[("trace_id", &format!("4bf92f3577b34da6a3ce929d0e0e473{i}"))]),
+            value: 0.3 + i as f64 / 10.0,
+            timestamp: t0 + i * 15_000 + 7,
+        })
+        .collect();
+    timeseries.push(durations);
     let mut req = write_request(timeseries);
     req.metadata = vec![
         metadata("node_load1", 2, "1m load average.", ""),

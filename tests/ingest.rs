@@ -317,7 +317,7 @@ fn bad_input_gets_its_status_and_stores_nothing() {
             "Content-Encoding",
         ),
         (
-            "remote write 2.0",
+            "a 1.0 body announced as 2.0",
             valid.clone(),
             vec![
                 (
@@ -326,8 +326,21 @@ fn bad_input_gets_its_status_and_stores_nothing() {
                 ),
                 ("Content-Encoding", "snappy"),
             ],
+            400,
+            "1.0 body sent as 2.0",
+        ),
+        (
+            "an unknown message",
+            valid.clone(),
+            vec![
+                (
+                    "Content-Type",
+                    "application/x-protobuf;proto=io.prometheus.write.v3.Request",
+                ),
+                ("Content-Encoding", "snappy"),
+            ],
             415,
-            "remote write 1.0",
+            "io.prometheus.write.v2.Request",
         ),
     ];
     for (name, body, headers, status, message) in cases {

@@ -21,9 +21,25 @@ pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>> {
     super::codec::decode(data).map_err(|e| StoreError::internal(e.to_string()))
 }
 
-fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends one field of a binary COPY row (or array element): its length, then its bytes.
+pub(crate) fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     buf.extend_from_slice(bytes);
+}
+
+/// A one-dimensional float8 array in PostgreSQL's binary form (ndim, has-nulls, element type
+/// 701, length, lower bound, then each element), the floats' bits copied as they are.
+pub(crate) fn float8_array(values: &[f64]) -> Vec<u8> {
+    let mut array = Vec::with_capacity(20 + values.len() * 12);
+    array.extend_from_slice(&1i32.to_be_bytes());
+    array.extend_from_slice(&0i32.to_be_bytes());
+    array.extend_from_slice(&701i32.to_be_bytes());
+    array.extend_from_slice(&(values.len() as i32).to_be_bytes());
+    array.extend_from_slice(&1i32.to_be_bytes());
+    for v in values {
+        put_field(&mut array, &v.to_bits().to_be_bytes());
+    }
+    array
 }
 
 fn pg_micros(ms: i64) -> [u8; 8] {
@@ -58,18 +74,7 @@ pub fn encode_copy(chunks: &[Chunk], written_cutoff: Option<i64>) -> Vec<u8> {
         if nans.is_empty() {
             buf.extend_from_slice(&(-1i32).to_be_bytes());
         } else {
-            // One-dimensional float8 array: ndim, has-nulls, element type (701), length,
-            // lower bound, then each element.
-            let mut array = Vec::with_capacity(20 + nans.len() * 12);
-            array.extend_from_slice(&1i32.to_be_bytes());
-            array.extend_from_slice(&0i32.to_be_bytes());
-            array.extend_from_slice(&701i32.to_be_bytes());
-            array.extend_from_slice(&(nans.len() as i32).to_be_bytes());
-            array.extend_from_slice(&1i32.to_be_bytes());
-            for v in nans {
-                put_field(&mut array, &v.to_bits().to_be_bytes());
-            }
-            put_field(&mut buf, &array);
+            put_field(&mut buf, &float8_array(&nans));
         }
         if let Some(cutoff) = written_cutoff {
             put_field(&mut buf, &cutoff.to_be_bytes());

@@ -3,7 +3,7 @@
 //! rows; [`crate::engine::chunks::drop_compacted_duplicates`] decides it against chunks. The
 //! fences (HA lease, advisory tenure) are checked inside the same transaction.
 
-use super::{Inserted, SampleRow, PG_EPOCH_MS};
+use super::{HeadRows, Inserted, SampleRow, PG_EPOCH_MS};
 use crate::db_error::{Result, StoreError};
 use crate::fence::{Fence, LockFence};
 use crate::store::{check_lock, SERIES_REMOVAL_LOCK_KEY};
@@ -77,13 +77,13 @@ pub struct SeriesIds<'a> {
 /// commit, so a hand-over (which locks them FOR UPDATE) happens wholly before or after.
 /// Rows whose window may be compacted already (`late_before_ms`: older than the compaction
 /// cutoff could be at the database's clock) are checked against chunks before commit.
-pub fn insert_samples(
+pub fn insert_samples<'a>(
     client: &mut Client,
     series: SeriesIds,
     locks: &[LockFence],
     fences: &[Fence],
     late_before_ms: i64,
-    build: &dyn Fn(&Verdicts) -> Vec<SampleRow>,
+    build: &dyn Fn(&Verdicts) -> HeadRows<'a>,
 ) -> Result<(InsertPath, Verdicts, Inserted)> {
     match insert_attempt(client, series, locks, fences, late_before_ms, build, false) {
         Ok((verdicts, inserted)) => Ok((InsertPath::Copy, verdicts, inserted)),
@@ -96,13 +96,13 @@ pub fn insert_samples(
     }
 }
 
-fn insert_attempt(
+fn insert_attempt<'a>(
     client: &mut Client,
     series: SeriesIds,
     locks: &[LockFence],
     fences: &[Fence],
     late_before_ms: i64,
-    build: &dyn Fn(&Verdicts) -> Vec<SampleRow>,
+    build: &dyn Fn(&Verdicts) -> HeadRows<'a>,
     deduplicate: bool,
 ) -> Result<(Verdicts, Inserted)> {
     let mut tx = client.transaction()?;
@@ -135,13 +135,19 @@ fn insert_attempt(
     }
     let (held, terms) = check_fences(&mut tx, fences)?;
     verdicts.fences = held;
-    let rows = build(&verdicts);
+    let HeadRows {
+        samples: rows,
+        histograms,
+        exemplars,
+    } = build(&verdicts);
     let data = encode_copy(&rows);
     let mut inserted = Inserted {
         stored: rows.len(),
         ..Inserted::default()
     };
-    if deduplicate {
+    if rows.is_empty() {
+        // A request of histograms or exemplars only.
+    } else if deduplicate {
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS promgres_staging
                  (series_id bigint, time timestamptz, value double precision)
@@ -205,6 +211,8 @@ fn insert_attempt(
         inserted.identical += found.identical;
         inserted.conflicting += found.conflicting;
     }
+    inserted.histograms = super::histograms::insert(&mut tx, &histograms, late_before_ms)?;
+    inserted.exemplars = super::exemplars::insert(&mut tx, &exemplars)?;
     record_progress(&mut tx, fences, &verdicts.fences, &terms)?;
     tx.commit()?;
     Ok((verdicts, inserted))

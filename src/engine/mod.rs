@@ -16,8 +16,10 @@
 pub mod chunks;
 pub mod codec;
 pub mod compact;
+pub mod exemplars;
 pub mod head;
 pub mod histogram_codec;
+pub mod histograms;
 pub mod read;
 pub use compact::{compact, cutoff_ms, CompactionStats, Scope};
 pub use read::stream_samples;
@@ -30,6 +32,15 @@ pub struct SampleRow {
     pub value: f64,
 }
 
+/// What one insert transaction writes: float samples, histograms and exemplars, each sorted
+/// by key with each key once.
+#[derive(Debug, Clone, Default)]
+pub struct HeadRows<'a> {
+    pub samples: Vec<SampleRow>,
+    pub histograms: Vec<histograms::HistogramRow<'a>>,
+    pub exemplars: Vec<exemplars::ExemplarRow<'a>>,
+}
+
 /// What an insert transaction stored, by the time it committed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Inserted {
@@ -40,6 +51,10 @@ pub struct Inserted {
     /// Samples whose (series, time) was stored already with other bits: the first value
     /// stays, this one is dropped and counted.
     pub conflicting: usize,
+    /// Histograms new to the database, and those stored already (resends).
+    pub histograms: histograms::HistogramsInserted,
+    /// Exemplars new to the database.
+    pub exemplars: usize,
 }
 
 /// Chunks cover aligned windows of this length (like Prometheus's two-hour blocks): at a

@@ -519,7 +519,10 @@ fn copy_limit(admin: &str, w: &Workload) -> Result<f64, String> {
             &[],
             &[],
             i64::MIN,
-            &|_| sorted.clone(),
+            &|_| promgres::engine::HeadRows {
+                samples: sorted.clone(),
+                ..Default::default()
+            },
         )
         .map_err(|e| e.to_string())?;
     }

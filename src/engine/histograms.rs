@@ -1,0 +1,346 @@
+//! Native histograms in the engine: head rows (`promgres.histogram_head`, written by the
+//! insert transaction), their compaction into one chunk per (series, two-hour window)
+//! (`promgres.histogram_chunks`), and reading both back, merged. Head rows and chunks hold
+//! the same encoding ([`super::histogram_codec`]): a head row is a one-histogram chunk.
+//!
+//! The float path's invariants hold here too: a (series, time) is in the head or in a
+//! chunk, never both, and the first value stored wins. Among head rows the primary key
+//! decides (`INSERT ... ON CONFLICT DO NOTHING`); against chunks the insert transaction drops
+//! a late row whose chunk already holds its time, after its insert, as for floats.
+
+use super::chunks::{float8_array, put_field};
+use super::histogram_codec::{self, EncodedHistograms};
+use super::{window_of, PG_EPOCH_MS, WINDOW_MS};
+use crate::db_error::{Result, StoreError};
+use crate::decode::Histogram;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// A histogram on its way into the head.
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramRow<'a> {
+    pub series_id: i64,
+    pub histogram: &'a Histogram,
+}
+
+/// What an insert stored: new histograms, and those whose (series, time) was stored already
+/// (a resend; the first value stays).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramsInserted {
+    pub stored: usize,
+    pub repeated: usize,
+}
+
+/// Session-level try-lock key for histogram compaction: one instance at a time folds them.
+const COMPACTION_LOCK_KEY: i64 = 0x7072_6f6d_6869_7374; // "promhist"
+
+/// Series one compaction transaction folds.
+const COMPACTION_BATCH_SERIES: i64 = 500;
+
+/// Binary COPY data for `(series_id, time, data, floats)`, each row one histogram.
+fn encode_copy(rows: &[HistogramRow]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    for r in rows {
+        let EncodedHistograms { data, floats } =
+            histogram_codec::encode(std::slice::from_ref(r.histogram));
+        buf.extend_from_slice(&4i16.to_be_bytes());
+        put_field(&mut buf, &r.series_id.to_be_bytes());
+        let micros = r
+            .histogram
+            .timestamp
+            .saturating_sub(PG_EPOCH_MS)
+            .saturating_mul(1000);
+        put_field(&mut buf, &micros.to_be_bytes());
+        put_field(&mut buf, &data);
+        put_field(&mut buf, &float8_array(&floats));
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    buf
+}
+
+/// Inside the insert transaction: stores `rows` (sorted by (series, time), each key once) in
+/// the head, keeping what a key holds already, then drops the rows older than
+/// `late_before_ms` whose chunk holds their time (the chunk's value was first).
+pub fn insert(
+    tx: &mut postgres::Transaction,
+    rows: &[HistogramRow],
+    late_before_ms: i64,
+) -> Result<HistogramsInserted> {
+    if rows.is_empty() {
+        return Ok(HistogramsInserted::default());
+    }
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS promgres_histogram_staging
+             (series_id bigint, time timestamptz, data bytea, floats double precision[])
+             ON COMMIT DELETE ROWS",
+    )?;
+    let mut copy = tx.copy_in(
+        "COPY promgres_histogram_staging (series_id, time, data, floats) FROM STDIN (FORMAT binary)",
+    )?;
+    copy.write_all(&encode_copy(rows))?;
+    copy.finish()?;
+    // In key order, like float rows: two writers holding the same keys lock them in the same
+    // order and cannot deadlock.
+    let added = tx.execute(
+        "INSERT INTO promgres.histogram_head (series_id, time, data, floats)
+         SELECT series_id, time, data, floats FROM promgres_histogram_staging
+          ORDER BY series_id, time
+         ON CONFLICT DO NOTHING",
+        &[],
+    )?;
+    let mut stored = usize::try_from(added).unwrap_or(usize::MAX);
+    let (late_series, late_times): (Vec<i64>, Vec<i64>) = rows
+        .iter()
+        .filter(|r| r.histogram.timestamp < late_before_ms)
+        .map(|r| (r.series_id, r.histogram.timestamp))
+        .unzip();
+    if !late_series.is_empty() {
+        // Rare (a sender catching up past the compaction cutoff), so decoding the chunk in
+        // SQL is fine here.
+        let dropped = tx.execute(
+            "DELETE FROM promgres.histogram_head h
+               USING unnest($1::int8[], $2::int8[]) AS k(s, t), promgres.histogram_chunks c
+              WHERE h.series_id = k.s
+                AND h.time = timestamptz 'epoch' + k.t * interval '1 millisecond'
+                AND c.series_id = k.s
+                AND c.start_time = timestamptz 'epoch' + (k.t - mod(k.t, $3::int8)) * interval '1 millisecond'
+                AND c.end_time >= h.time
+                AND EXISTS (SELECT 1 FROM promgres.histogram_samples(c.data, c.floats) d
+                             WHERE d.sample_time = h.time)",
+            &[&late_series, &late_times, &WINDOW_MS],
+        )?;
+        stored = stored.saturating_sub(usize::try_from(dropped).unwrap_or(0));
+    }
+    Ok(HistogramsInserted {
+        stored,
+        repeated: rows.len().saturating_sub(stored),
+    })
+}
+
+fn decode(data: &[u8], floats: &[f64]) -> Result<Vec<Histogram>> {
+    histogram_codec::decode(data, floats).map_err(|e| StoreError::internal(e.to_string()))
+}
+
+/// Merges `chunk` (time-ordered) and `head` into one time-ordered list, each time once: the
+/// chunk's histogram wins an equal time (it was stored first).
+fn merge(chunk: Vec<Histogram>, head: Vec<Histogram>) -> Vec<Histogram> {
+    let mut all: Vec<(u8, Histogram)> = chunk
+        .into_iter()
+        .map(|h| (0, h))
+        .chain(head.into_iter().map(|h| (1, h)))
+        .collect();
+    all.sort_by_key(|(src, h)| (h.timestamp, *src));
+    all.dedup_by_key(|(_, h)| h.timestamp);
+    all.into_iter().map(|(_, h)| h).collect()
+}
+
+/// What a histogram compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramCompaction {
+    /// Head rows folded into chunks.
+    pub histograms: usize,
+    /// Chunks written (new or rewritten).
+    pub chunks: usize,
+}
+
+/// Folds head histograms older than `cutoff_ms` into their chunks, 500 series per
+/// transaction. One instance at a time: a pass that finds another instance's transaction
+/// holding the lock stops (the other one is doing the work). Each transaction reads its
+/// series' head rows and their chunks, rewrites the chunks, and deletes exactly the head rows
+/// it read (by key: a late row committed meanwhile stays for the next pass), then commits: a
+/// crash before commit leaves everything as it was.
+pub fn compact(client: &mut postgres::Client, cutoff_ms: i64) -> Result<HistogramCompaction> {
+    let mut stats = HistogramCompaction::default();
+    let mut after: i64 = i64::MIN;
+    loop {
+        let mut tx = client.transaction()?;
+        let locked: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1)",
+                &[&COMPACTION_LOCK_KEY],
+            )?
+            .try_get(0)?;
+        if !locked {
+            return Ok(stats);
+        }
+        let rows = tx.query(
+            "WITH ids AS (
+                 SELECT DISTINCT series_id FROM promgres.histogram_head
+                  WHERE series_id > $1
+                    AND time < timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
+                  ORDER BY series_id LIMIT $3)
+             SELECT h.series_id, (extract(epoch FROM h.time) * 1000)::int8, h.data, h.floats
+               FROM promgres.histogram_head h JOIN ids USING (series_id)
+              WHERE h.time < timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
+              ORDER BY h.series_id, h.time",
+            &[&after, &cutoff_ms, &COMPACTION_BATCH_SERIES],
+        )?;
+        if rows.is_empty() {
+            tx.commit()?;
+            return Ok(stats);
+        }
+        let mut head: BTreeMap<(i64, i64), Vec<Histogram>> = BTreeMap::new();
+        let (mut keys_series, mut keys_times) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let series_id: i64 = row.try_get(0)?;
+            let ms: i64 = row.try_get(1)?;
+            let data: &[u8] = row.try_get(2)?;
+            let floats: Vec<f64> = row.try_get(3)?;
+            after = after.max(series_id);
+            keys_series.push(series_id);
+            keys_times.push(ms);
+            head.entry((series_id, window_of(ms)))
+                .or_default()
+                .extend(decode(data, &floats)?);
+        }
+        let windows: Vec<(i64, i64)> = head.keys().copied().collect();
+        let (w_series, w_starts): (Vec<i64>, Vec<i64>) = windows.iter().copied().unzip();
+        let existing = tx.query(
+            "SELECT c.series_id, k.w, c.data, c.floats
+               FROM unnest($1::int8[], $2::int8[]) AS k(s, w)
+               JOIN promgres.histogram_chunks c
+                 ON c.series_id = k.s
+                AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
+            &[&w_series, &w_starts],
+        )?;
+        let mut chunks: BTreeMap<(i64, i64), Vec<Histogram>> = BTreeMap::new();
+        for row in &existing {
+            let data: &[u8] = row.try_get(2)?;
+            let floats: Vec<f64> = row.try_get(3)?;
+            chunks.insert((row.try_get(0)?, row.try_get(1)?), decode(data, &floats)?);
+        }
+        for (key, fresh) in head {
+            let merged = merge(chunks.remove(&key).unwrap_or_default(), fresh);
+            let Some(last) = merged.last() else {
+                continue;
+            };
+            let end_ms = last.timestamp;
+            let count = i32::try_from(merged.len()).unwrap_or(i32::MAX);
+            let EncodedHistograms { data, floats } = histogram_codec::encode(&merged);
+            tx.execute(
+                "INSERT INTO promgres.histogram_chunks (series_id, start_time, end_time, samples, data, floats)
+                 VALUES ($1, timestamptz 'epoch' + $2::int8 * interval '1 millisecond',
+                         timestamptz 'epoch' + $3::int8 * interval '1 millisecond', $4, $5, $6)
+                 ON CONFLICT (series_id, start_time) DO UPDATE
+                    SET end_time = EXCLUDED.end_time, samples = EXCLUDED.samples,
+                        data = EXCLUDED.data, floats = EXCLUDED.floats",
+                &[&key.0, &key.1, &end_ms, &count, &data, &floats],
+            )?;
+            stats.chunks += 1;
+        }
+        let deleted = tx.execute(
+            "DELETE FROM promgres.histogram_head h
+               USING unnest($1::int8[], $2::int8[]) AS k(s, t)
+              WHERE h.series_id = k.s AND h.time = timestamptz 'epoch' + k.t * interval '1 millisecond'",
+            &[&keys_series, &keys_times],
+        )?;
+        if deleted != keys_series.len() as u64 {
+            // Only this pass deletes head rows below the cutoff, under the lock; anything
+            // else means the rows moved under us: leave it all for the next pass.
+            return Err(StoreError::internal(format!(
+                "histogram compaction read {} head rows but deleted {deleted}; rolled back",
+                keys_series.len()
+            )));
+        }
+        tx.commit()?;
+        stats.histograms += keys_series.len();
+    }
+}
+
+/// The histograms of `series_ids` in `[start_ms, end_ms]`, per series in time order, each
+/// time once (a chunk's first). `None` when more than `max_rows` were found.
+pub fn read(
+    client: &mut postgres::Client,
+    series_ids: &[i64],
+    start_ms: i64,
+    end_ms: i64,
+    max_rows: usize,
+) -> Result<Option<BTreeMap<i64, Vec<Histogram>>>> {
+    let window_floor = start_ms.saturating_sub(WINDOW_MS);
+    let rows = client.query(
+        "SELECT series_id, 0 AS src, data, floats FROM promgres.histogram_chunks
+          WHERE series_id = ANY($1)
+            AND start_time > timestamptz 'epoch' + $4::int8 * interval '1 millisecond'
+            AND start_time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
+            AND end_time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
+         UNION ALL
+         SELECT series_id, 1, data, floats FROM promgres.histogram_head
+          WHERE series_id = ANY($1)
+            AND time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
+            AND time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'",
+        &[&series_ids, &start_ms, &end_ms, &window_floor],
+    )?;
+    let mut chunk_part: BTreeMap<i64, Vec<Histogram>> = BTreeMap::new();
+    let mut head_part: BTreeMap<i64, Vec<Histogram>> = BTreeMap::new();
+    let mut found = 0usize;
+    for row in &rows {
+        let series_id: i64 = row.try_get(0)?;
+        let src: i32 = row.try_get(1)?;
+        let data: &[u8] = row.try_get(2)?;
+        let floats: Vec<f64> = row.try_get(3)?;
+        let decoded: Vec<Histogram> = decode(data, &floats)?
+            .into_iter()
+            .filter(|h| h.timestamp >= start_ms && h.timestamp <= end_ms)
+            .collect();
+        found += decoded.len();
+        if found > max_rows.saturating_mul(2) {
+            return Ok(None);
+        }
+        let part = if src == 0 {
+            &mut chunk_part
+        } else {
+            &mut head_part
+        };
+        part.entry(series_id).or_default().extend(decoded);
+    }
+    let mut out = BTreeMap::new();
+    let mut produced = 0usize;
+    let ids: std::collections::BTreeSet<i64> =
+        chunk_part.keys().chain(head_part.keys()).copied().collect();
+    for id in ids {
+        let mut chunk = chunk_part.remove(&id).unwrap_or_default();
+        chunk.sort_by_key(|h| h.timestamp);
+        let merged = merge(chunk, head_part.remove(&id).unwrap_or_default());
+        produced += merged.len();
+        if produced > max_rows {
+            return Ok(None);
+        }
+        out.insert(id, merged);
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{HistogramCounts, ResetHint};
+
+    fn h(t: i64, count: u64) -> Histogram {
+        Histogram {
+            timestamp: t,
+            schema: 0,
+            zero_threshold: 0.0,
+            sum: count as f64,
+            reset_hint: ResetHint::No,
+            counts: HistogramCounts::Integer {
+                count,
+                zero_count: 0,
+                negative: vec![],
+                positive: vec![],
+            },
+            negative_spans: vec![],
+            positive_spans: vec![],
+            custom_values: vec![],
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_chunks_histogram_on_an_equal_time() {
+        let merged = merge(vec![h(1, 1), h(3, 3)], vec![h(2, 20), h(3, 30), h(4, 40)]);
+        let got: Vec<(i64, f64)> = merged.iter().map(|x| (x.timestamp, x.sum)).collect();
+        assert_eq!(got, [(1, 1.0), (2, 20.0), (3, 3.0), (4, 40.0)]);
+    }
+}

@@ -7,7 +7,7 @@
 //!
 //! Reads use a small pool of connections of their own, so queries never take a writer's.
 
-use crate::decode::{self, DecodeError};
+use crate::decode::{self, DecodeError, Histogram};
 use crate::histogram_chunk;
 use crate::proto::{
     self, ChunkedReadResponse, ChunkedSeries, Label, ReadRequest, Sample, TimeSeries,
@@ -226,6 +226,7 @@ pub fn samples_response(
             sample_limit - total,
         )?
         else {
+            pooled.discard();
             return Err(ReadError::SampleLimit(sample_limit));
         };
         total += histograms.values().map(Vec::len).sum::<usize>();
@@ -424,6 +425,7 @@ impl ChunkStream {
                 self.sample_limit - self.samples_sent,
             )?
             else {
+                self.client.discard();
                 return Err(ReadError::SampleLimit(self.sample_limit));
             };
             self.samples_sent += histograms.values().map(Vec::len).sum::<usize>();
@@ -433,48 +435,103 @@ impl ChunkStream {
                 if samples.is_empty() && histograms.is_empty() {
                     continue;
                 }
-                let mut chunks: Vec<proto::Chunk> = samples
-                    .chunks(xor::MAX_SAMPLES_PER_CHUNK)
-                    .map(|c| proto::Chunk {
-                        min_time_ms: c.first().map_or(0, |s| s.0),
-                        max_time_ms: c.last().map_or(0, |s| s.0),
-                        r#type: proto::CHUNK_XOR,
-                        data: xor::encode_chunk(c),
-                    })
-                    .collect();
-                // A series that changed from floats to histograms (or back) has both kinds;
-                // a reader wants its chunks in time order.
-                chunks.extend(
-                    histogram_chunk::encode_chunks(&histograms)
-                        .map_err(|e| {
-                            ReadError::Store(StoreError::internal(format!(
-                                "stored histograms cannot be chunked: {e}"
-                            )))
-                        })?
-                        .into_iter()
-                        .map(|c| proto::Chunk {
-                            min_time_ms: c.min_time_ms,
-                            max_time_ms: c.max_time_ms,
-                            r#type: c.encoding,
-                            data: c.data,
-                        }),
-                );
-                chunks.sort_by_key(|c| c.min_time_ms);
-                let message = ChunkedReadResponse {
-                    chunked_series: vec![ChunkedSeries {
-                        labels: labels_of(labels),
-                        chunks,
-                    }],
-                    query_index: self.query as i64,
-                };
-                self.buffer
-                    .extend_from_slice(&xor::frame(&message.encode_to_vec()));
+                let chunks = series_chunks(&samples, &histograms)?;
+                // Prometheus refuses frames over 50 MB; a long range of a dense histogram
+                // series goes out in several frames of about 1 MiB, as Prometheus sends them.
+                let labels = labels_of(labels);
+                let mut frame_chunks = Vec::new();
+                let mut frame_bytes = 0usize;
+                let last = chunks.len().saturating_sub(1);
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    frame_bytes += chunk.data.len();
+                    frame_chunks.push(chunk);
+                    if frame_bytes >= FRAME_BYTES || i == last {
+                        let message = ChunkedReadResponse {
+                            chunked_series: vec![ChunkedSeries {
+                                labels: labels.clone(),
+                                chunks: std::mem::take(&mut frame_chunks),
+                            }],
+                            query_index: self.query as i64,
+                        };
+                        self.buffer
+                            .extend_from_slice(&xor::frame(&message.encode_to_vec()));
+                        frame_bytes = 0;
+                    }
+                }
             }
             if !self.buffer.is_empty() {
                 return Ok(true);
             }
         }
     }
+}
+
+/// A streamed frame holds about this much chunk data.
+const FRAME_BYTES: usize = 1 << 20;
+
+/// A series' chunks for a streamed answer, in time order and never overlapping (Prometheus's
+/// chunked-series iterator requires it): float samples and histograms merged into one
+/// timeline and cut into runs of one kind, each run into XOR or histogram chunks. A float at
+/// a time a histogram also holds is left out: Prometheus's storage holds one value per time,
+/// and such a float is a sender's stale marker for a histogram series.
+fn series_chunks(
+    samples: &[(i64, f64)],
+    histograms: &[Histogram],
+) -> Result<Vec<proto::Chunk>, ReadError> {
+    let mut chunks = Vec::new();
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < samples.len() || j < histograms.len() {
+        let floats_first = match (samples.get(i), histograms.get(j)) {
+            (Some(f), Some(h)) => f.0 < h.timestamp,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if floats_first {
+            let start = i;
+            while i < samples.len() && histograms.get(j).is_none_or(|h| samples[i].0 < h.timestamp)
+            {
+                i += 1;
+            }
+            chunks.extend(
+                samples[start..i]
+                    .chunks(xor::MAX_SAMPLES_PER_CHUNK)
+                    .map(|c| proto::Chunk {
+                        min_time_ms: c.first().map_or(0, |s| s.0),
+                        max_time_ms: c.last().map_or(0, |s| s.0),
+                        r#type: proto::CHUNK_XOR,
+                        data: xor::encode_chunk(c),
+                    }),
+            );
+        } else {
+            let start = j;
+            while j < histograms.len()
+                && samples
+                    .get(i)
+                    .is_none_or(|f| histograms[j].timestamp <= f.0)
+            {
+                // A float at this histogram's time is dropped.
+                while samples
+                    .get(i)
+                    .is_some_and(|f| f.0 == histograms[j].timestamp)
+                {
+                    i += 1;
+                }
+                j += 1;
+            }
+            let encoded = histogram_chunk::encode_chunks(&histograms[start..j]).map_err(|e| {
+                ReadError::Store(StoreError::internal(format!(
+                    "stored histograms cannot be chunked: {e}"
+                )))
+            })?;
+            chunks.extend(encoded.into_iter().map(|c| proto::Chunk {
+                min_time_ms: c.min_time_ms,
+                max_time_ms: c.max_time_ms,
+                r#type: c.encoding,
+                data: c.data,
+            }));
+        }
+    }
+    Ok(chunks)
 }
 
 impl Read for ChunkStream {
@@ -507,5 +564,57 @@ impl Read for ChunkStream {
         out[..n].copy_from_slice(&self.buffer[self.offset..self.offset + n]);
         self.offset += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{HistogramCounts, ResetHint};
+
+    fn h(t: i64) -> Histogram {
+        Histogram {
+            timestamp: t,
+            schema: 0,
+            zero_threshold: 0.0,
+            sum: 1.0,
+            reset_hint: ResetHint::No,
+            counts: HistogramCounts::Integer {
+                count: 1,
+                zero_count: 1,
+                negative: vec![],
+                positive: vec![],
+            },
+            negative_spans: vec![],
+            positive_spans: vec![],
+            custom_values: vec![],
+        }
+    }
+
+    #[test]
+    fn a_series_of_both_kinds_streams_one_timeline_without_overlap() {
+        // Floats at 1-3, histograms at 4-6, a float stale marker at 6 (a histogram's time)
+        // and floats again at 7-8.
+        let samples = [
+            (1, 1.0),
+            (2, 1.0),
+            (3, 1.0),
+            (6, f64::NAN),
+            (7, 2.0),
+            (8, 2.0),
+        ];
+        let histograms = [h(4), h(5), h(6)];
+        let chunks = series_chunks(&samples, &histograms).expect("chunks");
+        let spans: Vec<(i32, i64, i64)> = chunks
+            .iter()
+            .map(|c| (c.r#type, c.min_time_ms, c.max_time_ms))
+            .collect();
+        assert_eq!(spans, [(1, 1, 3), (2, 4, 6), (1, 7, 8)]);
+        for pair in chunks.windows(2) {
+            assert!(pair[0].max_time_ms < pair[1].min_time_ms, "{spans:?}");
+        }
+        assert_eq!(series_chunks(&[], &[]).expect("empty").len(), 0);
+        let only = series_chunks(&samples[..3], &[]).expect("floats");
+        assert_eq!(only.len(), 1);
     }
 }

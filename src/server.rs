@@ -663,7 +663,7 @@ pub fn compact_now(
     for name in engine::compact::reclaim_head(&mut client)? {
         println!("compact: reclaimed emptied head partition {name}");
     }
-    let h = engine::histograms::compact(&mut client, cutoff)?;
+    let h = engine::histograms::compact(&mut client, cutoff, &mut || true)?;
     println!(
         "compact: folded {} histograms into {} chunks",
         h.histograms, h.chunks
@@ -790,9 +790,11 @@ impl CompactionSchedule {
                 log::warn!("compaction: pass failed (it is repeated; nothing is lost): {e}");
             }
         }
-        match db.with_client(|c| engine::histograms::compact(c, cutoff)) {
+        let mut keep_going = || !stopping.load(Ordering::Relaxed);
+        match db.with_client(|c| engine::histograms::compact(c, cutoff, &mut keep_going)) {
             Ok(h) => {
                 metrics.histograms_compacted.add(h.histograms as u64);
+                metrics.compaction_errors.add(h.failed as u64);
                 if h.histograms > 0 {
                     log::info!(
                         "compaction: folded {} histograms into {} chunks",

@@ -540,19 +540,19 @@ fn drop_old(client: &mut Client, keep_from_day: i32) -> Result<Vec<String>> {
 /// or holds many row locks. A histogram chunk goes with its window's start, as float chunks
 /// go with their partition's day.
 fn delete_old_rows(client: &mut Client, keep_from_day: i32) -> Result<u64> {
-    const BATCH: &str = "10000";
     let mut deleted = 0;
-    for (table, column) in [
-        ("histogram_head", "time"),
-        ("histogram_chunks", "start_time"),
-        ("exemplars", "time"),
+    for (table, column, key) in [
+        ("histogram_head", "time", "series_id, time"),
+        ("histogram_chunks", "start_time", "series_id, start_time"),
+        ("exemplars", "time", "series_id, time, labels"),
     ] {
-        // Both names are promgres's own, never user input.
+        // Names are promgres's own, never user input. By primary key, not ctid: a chunk
+        // compaction rewrote meanwhile keeps its key.
         let sql = format!(
-            "DELETE FROM promgres.{table} WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM promgres.{table}
+            "DELETE FROM promgres.{table} WHERE ({key}) IN (
+                 SELECT {key} FROM promgres.{table}
                   WHERE {column} < timestamptz 'epoch' + $1::int4 * interval '1 day'
-                  LIMIT {BATCH}))"
+                  LIMIT 10000)"
         );
         loop {
             let n = client.execute(&sql, &[&keep_from_day])?;

@@ -318,6 +318,36 @@ const READ_HEADERS: &[(&str, &str)] = &[
     ("X-Prometheus-Remote-Read-Version", "0.1.0"),
 ];
 
+/// Remote read (SAMPLES) of one metric's float samples, as (ms, value bits).
+fn read_float_samples(
+    addr: std::net::SocketAddr,
+    start: i64,
+    end: i64,
+    metric: &str,
+) -> Vec<(i64, u64)> {
+    let r = exchange(
+        addr,
+        "POST",
+        "/read",
+        READ_HEADERS,
+        &read_body(start, end, metric, false),
+        None,
+    )
+    .expect("read");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&r.body)
+        .expect("snappy");
+    ReadResponse::decode(raw.as_slice())
+        .expect("ReadResponse")
+        .results
+        .into_iter()
+        .flat_map(|q| q.timeseries)
+        .flat_map(|s| s.samples)
+        .map(|x| (x.timestamp, x.value.to_bits()))
+        .collect()
+}
+
 /// Remote read (SAMPLES) of one metric's histograms, as (metric, ms, histogram).
 fn read_histograms(
     addr: std::net::SocketAddr,
@@ -475,9 +505,12 @@ fn remote_write_1_histograms_and_exemplars_round_trip_through_sql_and_remote_rea
     assert_eq!(exemplars(&mut c), want_exemplars);
 
     // Compaction folds every head histogram into its window's chunk; nothing changes to a reader.
-    let folded =
-        promgres::engine::histograms::compact(&mut c, promgres::engine::cutoff_ms(now_ms()))
-            .expect("compact");
+    let folded = promgres::engine::histograms::compact(
+        &mut c,
+        promgres::engine::cutoff_ms(now_ms()),
+        &mut || true,
+    )
+    .expect("compact");
     assert_eq!(folded.histograms, 5);
     assert_eq!(
         count(&mut c, "SELECT count(*) FROM promgres.histogram_head"),
@@ -509,9 +542,12 @@ fn remote_write_1_histograms_and_exemplars_round_trip_through_sql_and_remote_rea
     want_more.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     assert_same(&sql_histograms(&mut c), &want_more);
     // Folding the new one merges it into the existing chunk.
-    let folded =
-        promgres::engine::histograms::compact(&mut c, promgres::engine::cutoff_ms(now_ms()))
-            .expect("compact");
+    let folded = promgres::engine::histograms::compact(
+        &mut c,
+        promgres::engine::cutoff_ms(now_ms()),
+        &mut || true,
+    )
+    .expect("compact");
     assert_eq!(folded.histograms, 1);
     assert_same(&sql_histograms(&mut c), &want_more);
 
@@ -719,6 +755,10 @@ fn remote_write_2_every_message_and_field_round_trips() {
     assert_eq!(
         samples.iter().map(|s| (s.1 - t0, s.2)).collect::<Vec<_>>(),
         [(0, 7f64.to_bits()), (15_000, STALE_NAN)]
+    );
+    assert_eq!(
+        read_float_samples(run.addr, t0 - 1, t0 + 60_000, "rpc_requests_total"),
+        [(t0, 7f64.to_bits()), (t0 + 15_000, STALE_NAN)]
     );
     // Histograms as sent (the start timestamp is accepted, not stored).
     let mut want = vec![
@@ -947,5 +987,77 @@ fn ha_deduplicated_2_0_requests_report_everything_written() {
             "SELECT count(*) FROM prom_series WHERE labels ? '__replica__' OR NOT labels ? 'cluster'"
         ),
         0
+    );
+}
+
+#[test]
+fn retention_deletes_old_histograms_and_exemplars_and_keeps_their_series_while_they_last() {
+    let run = Running::start_with("hist_retention", |c| {
+        c.compaction = false;
+        c.retention = Some(std::time::Duration::from_secs(3 * 86_400));
+        c.max_sample_age = std::time::Duration::from_secs(3 * 86_400);
+    });
+    let t0 = now_ms() - 40 * 60_000;
+    assert_eq!(run.write(&v1_request(t0)).status, 204);
+    let mut c = run.db.client();
+    promgres::engine::histograms::compact(
+        &mut c,
+        promgres::engine::cutoff_ms(now_ms()),
+        &mut || true,
+    )
+    .expect("compact");
+    let mut late = ts(&[("__name__", "rpc_latency_seconds"), ("job", "api")]);
+    late.histograms = vec![int_histogram(now_ms() - 60_000, 9)];
+    assert_eq!(
+        run.write(&proto::WriteRequest {
+            timeseries: vec![late],
+            metadata: vec![],
+        })
+        .status,
+        204
+    );
+    let recent = |c: &mut postgres::Client| {
+        [
+            count(c, "SELECT count(*) FROM promgres.histogram_head"),
+            count(c, "SELECT count(*) FROM promgres.histogram_chunks"),
+            count(c, "SELECT count(*) FROM promgres.exemplars"),
+        ]
+    };
+    let before = recent(&mut c);
+    assert_eq!(before, [1, 2, 3]);
+    // Rows from ten days ago (beyond the three days kept), and every series made old.
+    c.batch_execute(
+        "INSERT INTO promgres.histogram_head
+              SELECT series_id, time - interval '10 days', data, floats FROM promgres.histogram_head;
+         INSERT INTO promgres.histogram_chunks
+              SELECT series_id, start_time - interval '10 days', end_time - interval '10 days',
+                     samples, data, floats FROM promgres.histogram_chunks;
+         INSERT INTO promgres.exemplars
+              SELECT series_id, time - interval '10 days', value, labels FROM promgres.exemplars;
+         UPDATE promgres.series SET created_at = now() - interval '30 days';",
+    )
+    .expect("age");
+    let series = count(&mut c, "SELECT count(*) FROM prom_series");
+    run.server().apply_retention_now();
+    assert_eq!(
+        recent(&mut c),
+        before,
+        "the old rows are gone, the recent stay"
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM prom_series"),
+        series,
+        "series with histograms or exemplars left are kept"
+    );
+    // A series whose histograms are all gone is removed like a float series.
+    c.batch_execute(
+        "DELETE FROM promgres.histogram_chunks c USING promgres.series s
+          WHERE s.id = c.series_id AND s.labels->>'__name__' = 'queue_depth_histogram'",
+    )
+    .expect("delete");
+    run.server().apply_retention_now();
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM prom_series"),
+        series - 1
     );
 }

@@ -34,8 +34,9 @@ pub struct HistogramsInserted {
 /// Session-level try-lock key for histogram compaction: one instance at a time folds them.
 const COMPACTION_LOCK_KEY: i64 = 0x7072_6f6d_6869_7374; // "promhist"
 
-/// Series one compaction transaction folds.
-const COMPACTION_BATCH_SERIES: i64 = 500;
+/// Head rows one compaction transaction folds at most: a transaction's memory and time stay
+/// bounded however large the backlog (a day of an upgraded sender's histograms).
+const COMPACTION_BATCH_ROWS: i64 = 20_000;
 
 /// Binary COPY data for `(series_id, time, data, floats)`, each row one histogram.
 fn encode_copy(rows: &[HistogramRow]) -> Vec<u8> {
@@ -144,114 +145,185 @@ pub struct HistogramCompaction {
     pub histograms: usize,
     /// Chunks written (new or rewritten).
     pub chunks: usize,
+    /// Batches that failed and were left for the next pass.
+    pub failed: usize,
 }
 
-/// Folds head histograms older than `cutoff_ms` into their chunks, 500 series per
-/// transaction. One instance at a time: a pass that finds another instance's transaction
-/// holding the lock stops (the other one is doing the work). Each transaction reads its
-/// series' head rows and their chunks, rewrites the chunks, and deletes exactly the head rows
-/// it read (by key: a late row committed meanwhile stays for the next pass), then commits: a
-/// crash before commit leaves everything as it was.
-pub fn compact(client: &mut postgres::Client, cutoff_ms: i64) -> Result<HistogramCompaction> {
+/// Folds head histograms older than `cutoff_ms` into their chunks, [`COMPACTION_BATCH_ROWS`]
+/// head rows per transaction in key order (a series' rows may span two transactions: each
+/// merges what it read into the chunk). One instance at a time: a pass that finds another
+/// instance's transaction holding the lock stops (the other one is doing the work). Each
+/// transaction reads its head rows and their chunks, rewrites the chunks, and deletes exactly
+/// the head rows it read (by key: a late row committed meanwhile stays for the next pass),
+/// then commits: a crash before commit leaves everything as it was. A batch that fails is
+/// logged and counted and the pass goes on after it (its rows wait for the next pass), so one
+/// bad row cannot stop compaction. `keep_going` is asked before each batch (shutdown).
+pub fn compact(
+    client: &mut postgres::Client,
+    cutoff_ms: i64,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<HistogramCompaction> {
     let mut stats = HistogramCompaction::default();
-    let mut after: i64 = i64::MIN;
-    loop {
-        let mut tx = client.transaction()?;
-        let locked: bool = tx
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock($1)",
-                &[&COMPACTION_LOCK_KEY],
-            )?
-            .try_get(0)?;
-        if !locked {
-            return Ok(stats);
+    // Series ids are positive: every row sorts after (MIN, epoch).
+    let mut after: (i64, i64) = (i64::MIN, 0);
+    while keep_going() {
+        match compact_batch(client, cutoff_ms, after) {
+            Ok(Batch::Done) => break,
+            Ok(Batch::Locked) => break,
+            Ok(Batch::Folded { last, rows, chunks }) => {
+                after = last;
+                stats.histograms += rows;
+                stats.chunks += chunks;
+            }
+            Err((e, Some(last))) => {
+                log::warn!(
+                    "compaction: histograms after series {} at {} ms left for the next pass: {e}",
+                    after.0,
+                    after.1
+                );
+                stats.failed += 1;
+                after = last;
+            }
+            Err((e, None)) => return Err(e),
         }
-        let rows = tx.query(
-            "WITH ids AS (
-                 SELECT DISTINCT series_id FROM promgres.histogram_head
-                  WHERE series_id > $1
-                    AND time < timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
-                  ORDER BY series_id LIMIT $3)
-             SELECT h.series_id, (extract(epoch FROM h.time) * 1000)::int8, h.data, h.floats
-               FROM promgres.histogram_head h JOIN ids USING (series_id)
-              WHERE h.time < timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
-              ORDER BY h.series_id, h.time",
-            &[&after, &cutoff_ms, &COMPACTION_BATCH_SERIES],
-        )?;
-        if rows.is_empty() {
-            tx.commit()?;
-            return Ok(stats);
-        }
-        let mut head: BTreeMap<(i64, i64), Vec<Histogram>> = BTreeMap::new();
-        let (mut keys_series, mut keys_times) = (Vec::new(), Vec::new());
-        for row in &rows {
-            let series_id: i64 = row.try_get(0)?;
-            let ms: i64 = row.try_get(1)?;
-            let data: &[u8] = row.try_get(2)?;
-            let floats: Vec<f64> = row.try_get(3)?;
-            after = after.max(series_id);
-            keys_series.push(series_id);
-            keys_times.push(ms);
-            head.entry((series_id, window_of(ms)))
-                .or_default()
-                .extend(decode(data, &floats)?);
-        }
-        let windows: Vec<(i64, i64)> = head.keys().copied().collect();
-        let (w_series, w_starts): (Vec<i64>, Vec<i64>) = windows.iter().copied().unzip();
-        let existing = tx.query(
-            "SELECT c.series_id, k.w, c.data, c.floats
-               FROM unnest($1::int8[], $2::int8[]) AS k(s, w)
-               JOIN promgres.histogram_chunks c
-                 ON c.series_id = k.s
-                AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
-            &[&w_series, &w_starts],
-        )?;
-        let mut chunks: BTreeMap<(i64, i64), Vec<Histogram>> = BTreeMap::new();
-        for row in &existing {
-            let data: &[u8] = row.try_get(2)?;
-            let floats: Vec<f64> = row.try_get(3)?;
-            chunks.insert((row.try_get(0)?, row.try_get(1)?), decode(data, &floats)?);
-        }
-        for (key, fresh) in head {
-            let merged = merge(chunks.remove(&key).unwrap_or_default(), fresh);
-            let Some(last) = merged.last() else {
-                continue;
-            };
-            let end_ms = last.timestamp;
-            let count = i32::try_from(merged.len()).unwrap_or(i32::MAX);
-            let EncodedHistograms { data, floats } = histogram_codec::encode(&merged);
-            tx.execute(
-                "INSERT INTO promgres.histogram_chunks (series_id, start_time, end_time, samples, data, floats)
-                 VALUES ($1, timestamptz 'epoch' + $2::int8 * interval '1 millisecond',
-                         timestamptz 'epoch' + $3::int8 * interval '1 millisecond', $4, $5, $6)
-                 ON CONFLICT (series_id, start_time) DO UPDATE
-                    SET end_time = EXCLUDED.end_time, samples = EXCLUDED.samples,
-                        data = EXCLUDED.data, floats = EXCLUDED.floats",
-                &[&key.0, &key.1, &end_ms, &count, &data, &floats],
-            )?;
-            stats.chunks += 1;
-        }
-        let deleted = tx.execute(
-            "DELETE FROM promgres.histogram_head h
-               USING unnest($1::int8[], $2::int8[]) AS k(s, t)
-              WHERE h.series_id = k.s AND h.time = timestamptz 'epoch' + k.t * interval '1 millisecond'",
-            &[&keys_series, &keys_times],
-        )?;
-        if deleted != keys_series.len() as u64 {
-            // Only this pass deletes head rows below the cutoff, under the lock; anything
-            // else means the rows moved under us: leave it all for the next pass.
-            return Err(StoreError::internal(format!(
-                "histogram compaction read {} head rows but deleted {deleted}; rolled back",
-                keys_series.len()
-            )));
-        }
-        tx.commit()?;
-        stats.histograms += keys_series.len();
     }
+    Ok(stats)
+}
+
+/// What one compaction transaction did.
+enum Batch {
+    /// No head row below the cutoff after the start key.
+    Done,
+    /// Another instance is compacting.
+    Locked,
+    /// Folded `rows` head rows into `chunks` chunks; `last` is the last key read.
+    Folded {
+        last: (i64, i64),
+        rows: usize,
+        chunks: usize,
+    },
+}
+
+/// One compaction transaction over the head rows after key `after`. On failure, the error
+/// and, when the rows were read, the last key read (so the pass can go on after them).
+fn compact_batch(
+    client: &mut postgres::Client,
+    cutoff_ms: i64,
+    after: (i64, i64),
+) -> std::result::Result<Batch, (StoreError, Option<(i64, i64)>)> {
+    let mut tx = client.transaction().map_err(|e| (e.into(), None))?;
+    let locked: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1)",
+            &[&COMPACTION_LOCK_KEY],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| (e.into(), None))?;
+    if !locked {
+        return Ok(Batch::Locked);
+    }
+    let rows = tx
+        .query(
+            "SELECT series_id, (extract(epoch FROM time) * 1000)::int8, data, floats
+               FROM promgres.histogram_head
+              WHERE (series_id, time) > ($1, timestamptz 'epoch' + $2::int8 * interval '1 millisecond')
+                AND time < timestamptz 'epoch' + $3::int8 * interval '1 millisecond'
+              ORDER BY series_id, time
+              LIMIT $4",
+            &[&after.0, &after.1, &cutoff_ms, &COMPACTION_BATCH_ROWS],
+        )
+        .map_err(|e| (e.into(), None))?;
+    let Some(last_row) = rows.last() else {
+        return Ok(Batch::Done);
+    };
+    let last: (i64, i64) = match (last_row.try_get(0), last_row.try_get(1)) {
+        (Ok(s), Ok(t)) => (s, t),
+        (Err(e), _) | (_, Err(e)) => return Err((e.into(), None)),
+    };
+    fold(&mut tx, &rows)
+        .and_then(|chunks| {
+            tx.commit()?;
+            Ok(Batch::Folded {
+                last,
+                rows: rows.len(),
+                chunks,
+            })
+        })
+        .map_err(|e| (e, Some(last)))
+}
+
+/// Inside a compaction transaction: merges `rows` (head rows, key order) into their chunks
+/// and deletes them from the head; returns the chunks written.
+fn fold(tx: &mut postgres::Transaction, rows: &[postgres::Row]) -> Result<usize> {
+    let mut head: BTreeMap<(i64, i64), Vec<Histogram>> = BTreeMap::new();
+    let (mut keys_series, mut keys_times) = (Vec::new(), Vec::new());
+    for row in rows {
+        let series_id: i64 = row.try_get(0)?;
+        let ms: i64 = row.try_get(1)?;
+        let data: &[u8] = row.try_get(2)?;
+        let floats: Vec<f64> = row.try_get(3)?;
+        keys_series.push(series_id);
+        keys_times.push(ms);
+        head.entry((series_id, window_of(ms)))
+            .or_default()
+            .extend(decode(data, &floats)?);
+    }
+    let (w_series, w_starts): (Vec<i64>, Vec<i64>) = head.keys().copied().unzip();
+    let existing = tx.query(
+        "SELECT c.series_id, k.w, c.data, c.floats
+           FROM unnest($1::int8[], $2::int8[]) AS k(s, w)
+           JOIN promgres.histogram_chunks c
+             ON c.series_id = k.s
+            AND c.start_time = timestamptz 'epoch' + k.w * interval '1 millisecond'",
+        &[&w_series, &w_starts],
+    )?;
+    let mut chunks: BTreeMap<(i64, i64), Vec<Histogram>> = BTreeMap::new();
+    for row in &existing {
+        let data: &[u8] = row.try_get(2)?;
+        let floats: Vec<f64> = row.try_get(3)?;
+        chunks.insert((row.try_get(0)?, row.try_get(1)?), decode(data, &floats)?);
+    }
+    let mut written = 0;
+    for (key, fresh) in head {
+        let merged = merge(chunks.remove(&key).unwrap_or_default(), fresh);
+        let Some(last) = merged.last() else {
+            continue;
+        };
+        let end_ms = last.timestamp;
+        let count = i32::try_from(merged.len()).unwrap_or(i32::MAX);
+        let EncodedHistograms { data, floats } = histogram_codec::encode(&merged);
+        tx.execute(
+            "INSERT INTO promgres.histogram_chunks (series_id, start_time, end_time, samples, data, floats)
+             VALUES ($1, timestamptz 'epoch' + $2::int8 * interval '1 millisecond',
+                     timestamptz 'epoch' + $3::int8 * interval '1 millisecond', $4, $5, $6)
+             ON CONFLICT (series_id, start_time) DO UPDATE
+                SET end_time = EXCLUDED.end_time, samples = EXCLUDED.samples,
+                    data = EXCLUDED.data, floats = EXCLUDED.floats",
+            &[&key.0, &key.1, &end_ms, &count, &data, &floats],
+        )?;
+        written += 1;
+    }
+    let deleted = tx.execute(
+        "DELETE FROM promgres.histogram_head h
+           USING unnest($1::int8[], $2::int8[]) AS k(s, t)
+          WHERE h.series_id = k.s AND h.time = timestamptz 'epoch' + k.t * interval '1 millisecond'",
+        &[&keys_series, &keys_times],
+    )?;
+    if deleted != keys_series.len() as u64 {
+        // Only this pass deletes head rows below the cutoff, under the lock; anything else
+        // means the rows moved under us: roll back and leave them for the next pass.
+        return Err(StoreError::internal(format!(
+            "histogram compaction read {} head rows but deleted {deleted}; rolled back",
+            keys_series.len()
+        )));
+    }
+    Ok(written)
 }
 
 /// The histograms of `series_ids` in `[start_ms, end_ms]`, per series in time order, each
-/// time once (a chunk's first). `None` when more than `max_rows` were found.
+/// time once (a chunk's first). Rows are counted as they arrive: `None` as soon as more than
+/// `max_rows` histograms were found, the rest never buffered but still in flight on the
+/// connection, so the caller must not reuse it.
 pub fn read(
     client: &mut postgres::Client,
     series_ids: &[i64],
@@ -259,8 +331,11 @@ pub fn read(
     end_ms: i64,
     max_rows: usize,
 ) -> Result<Option<BTreeMap<i64, Vec<Histogram>>>> {
+    use postgres::fallible_iterator::FallibleIterator;
     let window_floor = start_ms.saturating_sub(WINDOW_MS);
-    let rows = client.query(
+    let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+        [&series_ids, &start_ms, &end_ms, &window_floor];
+    let mut rows = client.query_raw(
         "SELECT series_id, 0 AS src, data, floats FROM promgres.histogram_chunks
           WHERE series_id = ANY($1)
             AND start_time > timestamptz 'epoch' + $4::int8 * interval '1 millisecond'
@@ -271,44 +346,34 @@ pub fn read(
           WHERE series_id = ANY($1)
             AND time >= timestamptz 'epoch' + $2::int8 * interval '1 millisecond'
             AND time <= timestamptz 'epoch' + $3::int8 * interval '1 millisecond'",
-        &[&series_ids, &start_ms, &end_ms, &window_floor],
+        params,
     )?;
-    let mut chunk_part: BTreeMap<i64, Vec<Histogram>> = BTreeMap::new();
-    let mut head_part: BTreeMap<i64, Vec<Histogram>> = BTreeMap::new();
-    let mut found = 0usize;
-    for row in &rows {
+    // Per series: (time, source, histogram); sorted and de-duplicated at the end.
+    let mut found: BTreeMap<i64, Vec<(i64, u8, Histogram)>> = BTreeMap::new();
+    let mut count = 0usize;
+    while let Some(row) = rows.next()? {
         let series_id: i64 = row.try_get(0)?;
         let src: i32 = row.try_get(1)?;
         let data: &[u8] = row.try_get(2)?;
         let floats: Vec<f64> = row.try_get(3)?;
-        let decoded: Vec<Histogram> = decode(data, &floats)?
-            .into_iter()
-            .filter(|h| h.timestamp >= start_ms && h.timestamp <= end_ms)
-            .collect();
-        found += decoded.len();
-        if found > max_rows.saturating_mul(2) {
+        let part = found.entry(series_id).or_default();
+        for h in decode(data, &floats)? {
+            if h.timestamp >= start_ms && h.timestamp <= end_ms {
+                count += 1;
+                part.push((h.timestamp, u8::from(src != 0), h));
+            }
+        }
+        // A chunk and a head row never hold the same time, so the count is exact; one
+        // over the limit is enough to refuse.
+        if count > max_rows {
             return Ok(None);
         }
-        let part = if src == 0 {
-            &mut chunk_part
-        } else {
-            &mut head_part
-        };
-        part.entry(series_id).or_default().extend(decoded);
     }
     let mut out = BTreeMap::new();
-    let mut produced = 0usize;
-    let ids: std::collections::BTreeSet<i64> =
-        chunk_part.keys().chain(head_part.keys()).copied().collect();
-    for id in ids {
-        let mut chunk = chunk_part.remove(&id).unwrap_or_default();
-        chunk.sort_by_key(|h| h.timestamp);
-        let merged = merge(chunk, head_part.remove(&id).unwrap_or_default());
-        produced += merged.len();
-        if produced > max_rows {
-            return Ok(None);
-        }
-        out.insert(id, merged);
+    for (id, mut part) in found {
+        part.sort_by_key(|(t, src, _)| (*t, *src));
+        part.dedup_by_key(|(t, _, _)| *t);
+        out.insert(id, part.into_iter().map(|(_, _, h)| h).collect());
     }
     Ok(Some(out))
 }

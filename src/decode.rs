@@ -150,6 +150,44 @@ pub struct Histogram {
     pub custom_values: Vec<f64>,
 }
 
+impl Histogram {
+    /// The histogram as text with every float as its bit pattern (NaN payloads and -0.0
+    /// compare as what they are): for comparisons in tests and the fuzz targets.
+    #[doc(hidden)]
+    pub fn bit_image(&self) -> String {
+        let floats = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let counts = match &self.counts {
+            HistogramCounts::Integer {
+                count,
+                zero_count,
+                negative,
+                positive,
+            } => format!("int {count} {zero_count} {negative:?} {positive:?}"),
+            HistogramCounts::Float {
+                count,
+                zero_count,
+                negative,
+                positive,
+            } => format!(
+                "float {:?} {:?} {:?}",
+                floats(&[*count, *zero_count]),
+                floats(negative),
+                floats(positive)
+            ),
+        };
+        format!(
+            "{} {} {:?} {:?} {counts} {:?} {:?} {:?}",
+            self.timestamp,
+            self.schema,
+            floats(&[self.zero_threshold, self.sum]),
+            self.reset_hint,
+            self.negative_spans,
+            self.positive_spans,
+            floats(&self.custom_values)
+        )
+    }
+}
+
 /// An integer histogram's counts (what Prometheus scrapes) or a float histogram's (what
 /// recording rules and aggregations produce). Bucket counts are absolute, one per bucket the
 /// spans describe, in order.
@@ -416,6 +454,32 @@ impl WriteBatch {
     /// Float samples, histograms and exemplars: the points the queue and writers count.
     pub fn sample_count(&self) -> usize {
         self.series.iter().map(SeriesSamples::points).sum()
+    }
+
+    /// Each series as text with every float as its bit pattern (NaN != NaN otherwise): for
+    /// comparisons in tests and the fuzz targets.
+    #[doc(hidden)]
+    pub fn series_bit_image(&self) -> Vec<String> {
+        self.series
+            .iter()
+            .map(|s| {
+                let samples: Vec<_> = s
+                    .samples
+                    .iter()
+                    .map(|x| (x.timestamp, x.value.to_bits()))
+                    .collect();
+                let histograms: Vec<_> = s.histograms.iter().map(Histogram::bit_image).collect();
+                let exemplars: Vec<_> = s
+                    .exemplars
+                    .iter()
+                    .map(|e| (&e.labels, e.value.to_bits(), e.timestamp))
+                    .collect();
+                format!(
+                    "{} {samples:?} {histograms:?} {exemplars:?}",
+                    s.labels.to_json()
+                )
+            })
+            .collect()
     }
 
     /// Each kind of point apart, for the `X-Prometheus-Remote-Write-*-Written` headers.
@@ -1864,62 +1928,8 @@ pub(crate) mod tests {
         assert_eq!(batch.metadata.len(), 451);
     }
 
-    /// A batch with every float as its bit pattern (NaN != NaN), for comparisons.
     pub(crate) fn bits(b: &WriteBatch) -> Vec<String> {
-        b.series
-            .iter()
-            .map(|s| {
-                let samples: Vec<_> = s
-                    .samples
-                    .iter()
-                    .map(|x| (x.timestamp, x.value.to_bits()))
-                    .collect();
-                let histograms: Vec<_> = s.histograms.iter().map(histogram_bits).collect();
-                let exemplars: Vec<_> = s
-                    .exemplars
-                    .iter()
-                    .map(|e| (&e.labels, e.value.to_bits(), e.timestamp))
-                    .collect();
-                format!(
-                    "{} {samples:?} {histograms:?} {exemplars:?}",
-                    s.labels.to_json()
-                )
-            })
-            .collect()
-    }
-
-    /// A histogram with every float as its bit pattern.
-    pub(crate) fn histogram_bits(h: &Histogram) -> String {
-        let floats = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        let counts = match &h.counts {
-            HistogramCounts::Integer {
-                count,
-                zero_count,
-                negative,
-                positive,
-            } => format!("int {count} {zero_count} {negative:?} {positive:?}"),
-            HistogramCounts::Float {
-                count,
-                zero_count,
-                negative,
-                positive,
-            } => format!(
-                "float {:?} {:?} {:?}",
-                floats(&[*count, *zero_count]),
-                floats(negative),
-                floats(positive)
-            ),
-        };
-        format!(
-            "{} {} {:?} {:?} {counts} {:?} {:?} {:?}",
-            h.timestamp,
-            h.schema,
-            floats(&[h.zero_threshold, h.sum]),
-            h.reset_hint,
-            h.negative_spans,
-            h.positive_spans,
-            floats(&h.custom_values)
-        )
+        b.series_bit_image()
     }
 
     pub(crate) fn int_histogram(timestamp: i64) -> Histogram {

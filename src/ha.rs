@@ -189,7 +189,8 @@ fn sample_bounds(series: &[SeriesSamples]) -> Option<(i64, i64)> {
     bounds
 }
 
-fn count_samples(series: &[SeriesSamples]) -> usize {
+/// Float samples, histograms and exemplars of `series`: what HA counts.
+fn count_points(series: &[SeriesSamples]) -> usize {
     series.iter().map(SeriesSamples::points).sum()
 }
 
@@ -401,7 +402,7 @@ impl Election {
         if !backfill.is_empty() {
             m.ha_samples_accepted.add(
                 &[cluster, replica, "backfill"],
-                count_samples(&backfill) as u64,
+                count_points(&backfill) as u64,
             );
             routed.plain.series.extend(backfill);
         }
@@ -415,10 +416,8 @@ impl Election {
                     m.ha_last_failover_gap.set(&[cluster], gap as f64 / 1000.0);
                 }
             }
-            m.ha_samples_accepted.add(
-                &[cluster, replica, "leader"],
-                count_samples(&current) as u64,
-            );
+            m.ha_samples_accepted
+                .add(&[cluster, replica, "leader"], count_points(&current) as u64);
             routed.fenced.push(FencedGroup {
                 cluster: cluster.to_string(),
                 replica: replica.to_string(),
@@ -426,7 +425,7 @@ impl Election {
             });
         }
         if !standby.is_empty() {
-            routed.not_stored += count_samples(&standby);
+            routed.not_stored += count_points(&standby);
             let evicted = inner.buffer.push(cluster, replica, now, standby);
             self.count_evicted(&evicted);
         }
@@ -523,7 +522,7 @@ impl Election {
             }
             m.ha_samples_accepted.add(
                 &[&cluster, &lease.leader, "failover_buffer"],
-                count_samples(&series) as u64,
+                count_points(&series) as u64,
             );
             flushes.push(FencedGroup {
                 cluster: cluster.clone(),

@@ -16,6 +16,7 @@
 //! appenders disagree (after a gauge chunk, a resolution change or a stale marker).
 
 use crate::decode::{BucketSpan, Histogram, HistogramCounts, ResetHint};
+use crate::xor::{bit_range, write_value, BitWriter};
 use std::fmt;
 
 /// prompb `Chunk.Encoding` of integer-histogram chunks (chunkenc `EncHistogram`).
@@ -578,7 +579,7 @@ impl IntegerAppender {
         put_varbit_int(w, t_delta.wrapping_sub(self.t_delta));
         put_varbit_int(w, count_dod);
         put_varbit_int(w, zero_count_dod);
-        xor_write(w, f.sum, self.sum, &mut self.leading, &mut self.trailing);
+        write_value(w, f.sum, self.sum, &mut self.leading, &mut self.trailing);
         // A stale marker has no buckets: the previous ones and their deltas stay.
         for ((b, previous), previous_delta) in f
             .positive
@@ -625,7 +626,7 @@ impl XorValue {
     }
 
     fn write(&mut self, w: &mut BitWriter, value: f64) {
-        xor_write(w, value, self.value, &mut self.leading, &mut self.trailing);
+        write_value(w, value, self.value, &mut self.leading, &mut self.trailing);
         self.value = value;
     }
 }
@@ -757,11 +758,6 @@ fn whole_when_multiplied(value: f64) -> bool {
     value == scaled as f64 / 1000.0
 }
 
-/// chunkenc `bitRange`: whether `x` fits the `nbits` two's-complement range varbit uses.
-fn bit_range(x: i64, nbits: u32) -> bool {
-    -((1i64 << (nbits - 1)) - 1) <= x && x <= 1i64 << (nbits - 1)
-}
-
 /// chunkenc `putVarbitInt`.
 fn put_varbit_int(w: &mut BitWriter, value: i64) {
     if value == 0 {
@@ -807,75 +803,6 @@ const VARBIT_BUCKETS: [(u64, u32, u32); 7] = [
     (0b111_1110, 7, 25),
     (0b1111_1110, 8, 56),
 ];
-
-/// chunkenc `xorWrite`, the Gorilla float encoding shared with XOR chunks.
-fn xor_write(w: &mut BitWriter, value: f64, previous: f64, leading: &mut u8, trailing: &mut u8) {
-    let delta = value.to_bits() ^ previous.to_bits();
-    if delta == 0 {
-        w.bit(false);
-        return;
-    }
-    w.bit(true);
-    let new_leading = (delta.leading_zeros() as u8).min(31);
-    let new_trailing = delta.trailing_zeros() as u8;
-    if *leading != 0xff && new_leading >= *leading && new_trailing >= *trailing {
-        w.bit(false);
-        w.bits(
-            delta >> *trailing,
-            64 - u32::from(*leading) - u32::from(*trailing),
-        );
-        return;
-    }
-    *leading = new_leading;
-    *trailing = new_trailing;
-    w.bit(true);
-    w.bits(u64::from(new_leading), 5);
-    let significant = 64 - u32::from(new_leading) - u32::from(new_trailing);
-    // 64 significant bits are written as 0 in six bits, as Prometheus does.
-    w.bits(u64::from(significant), 6);
-    w.bits(delta >> new_trailing, significant);
-}
-
-/// chunkenc `bstream` for writing: bits most significant first.
-struct BitWriter {
-    bytes: Vec<u8>,
-    /// Bits still free in the last byte.
-    free: u32,
-}
-
-impl BitWriter {
-    fn new() -> Self {
-        BitWriter {
-            bytes: Vec::new(),
-            free: 0,
-        }
-    }
-
-    fn bit(&mut self, one: bool) {
-        self.bits(u64::from(one), 1);
-    }
-
-    fn byte(&mut self, b: u8) {
-        self.bits(u64::from(b), 8);
-    }
-
-    /// Writes the low `n` (at most 64) bits of `value`, most significant first.
-    fn bits(&mut self, value: u64, mut n: u32) {
-        while n > 0 {
-            if self.free == 0 {
-                self.bytes.push(0);
-                self.free = 8;
-            }
-            let take = n.min(self.free);
-            let part = ((value >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= part << (self.free - take);
-            }
-            self.free -= take;
-            n -= take;
-        }
-    }
-}
 
 /// A decoded chunk: its counter-reset header bits and its samples, as Prometheus' iterators
 /// return them (stale markers as a bare stale sum; the reset hint derived from the header and
@@ -1257,37 +1184,11 @@ mod tests {
     /// Everything a reader gets back, floats as bits (NaN payloads matter), the reset hint left
     /// out (the chunk header carries it).
     fn key(h: &Histogram) -> String {
-        let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        let counts = match &h.counts {
-            HistogramCounts::Integer {
-                count,
-                zero_count,
-                negative,
-                positive,
-            } => format!("int {count} {zero_count} {negative:?} {positive:?}"),
-            HistogramCounts::Float {
-                count,
-                zero_count,
-                negative,
-                positive,
-            } => format!(
-                "float {} {} {:?} {:?}",
-                count.to_bits(),
-                zero_count.to_bits(),
-                bits(negative),
-                bits(positive)
-            ),
-        };
-        format!(
-            "t={} schema={} zt={} sum={} {counts} n={:?} p={:?} cv={:?}",
-            h.timestamp,
-            h.schema,
-            h.zero_threshold.to_bits(),
-            h.sum.to_bits(),
-            h.negative_spans,
-            h.positive_spans,
-            bits(&h.custom_values)
-        )
+        Histogram {
+            reset_hint: ResetHint::Unknown,
+            ..h.clone()
+        }
+        .bit_image()
     }
 
     /// What Prometheus' iterators return for `h`: a stale marker loses all but its sum.

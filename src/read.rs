@@ -570,26 +570,7 @@ impl Read for ChunkStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{HistogramCounts, ResetHint};
-
-    fn h(t: i64) -> Histogram {
-        Histogram {
-            timestamp: t,
-            schema: 0,
-            zero_threshold: 0.0,
-            sum: 1.0,
-            reset_hint: ResetHint::No,
-            counts: HistogramCounts::Integer {
-                count: 1,
-                zero_count: 1,
-                negative: vec![],
-                positive: vec![],
-            },
-            negative_spans: vec![],
-            positive_spans: vec![],
-            custom_values: vec![],
-        }
-    }
+    use crate::decode::tests::int_histogram as h;
 
     #[test]
     fn a_series_of_both_kinds_streams_one_timeline_without_overlap() {

@@ -5,42 +5,45 @@
 /// A chunk holds at most this many samples (Prometheus cuts its chunks at 120).
 pub const MAX_SAMPLES_PER_CHUNK: usize = 120;
 
-struct BitWriter {
-    bytes: Vec<u8>,
+/// chunkenc `bstream` for writing: bits most significant first. Shared with the histogram
+/// chunk encodings (`histogram_chunk`), which write the same stream.
+pub(crate) struct BitWriter {
+    pub(crate) bytes: Vec<u8>,
     /// Bits still free in the last byte.
-    free: u8,
+    free: u32,
 }
 
 impl BitWriter {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         BitWriter {
             bytes: Vec::new(),
             free: 0,
         }
     }
 
-    fn bit(&mut self, one: bool) {
-        if self.free == 0 {
-            self.bytes.push(0);
-            self.free = 8;
-        }
-        self.free -= 1;
-        if one {
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= 1 << self.free;
-            }
-        }
+    pub(crate) fn bit(&mut self, one: bool) {
+        self.bits(u64::from(one), 1);
     }
 
-    /// Writes the low `n` bits of `value`, most significant first.
-    fn bits(&mut self, value: u64, n: u32) {
-        for i in (0..n).rev() {
-            self.bit((value >> i) & 1 == 1);
-        }
-    }
-
-    fn byte(&mut self, b: u8) {
+    pub(crate) fn byte(&mut self, b: u8) {
         self.bits(u64::from(b), 8);
+    }
+
+    /// Writes the low `n` (at most 64) bits of `value`, most significant first.
+    pub(crate) fn bits(&mut self, value: u64, mut n: u32) {
+        while n > 0 {
+            if self.free == 0 {
+                self.bytes.push(0);
+                self.free = 8;
+            }
+            let take = n.min(self.free);
+            let part = ((value >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= part << (self.free - take);
+            }
+            self.free -= take;
+            n -= take;
+        }
     }
 }
 
@@ -94,11 +97,21 @@ pub fn encode_chunk(samples: &[(i64, f64)]) -> Vec<u8> {
     w.bytes
 }
 
-fn bit_range(x: i64, nbits: u32) -> bool {
+/// chunkenc `bitRange`: whether `x` fits the `nbits` two's-complement range the time and
+/// varbit encodings use.
+pub(crate) fn bit_range(x: i64, nbits: u32) -> bool {
     -((1i64 << (nbits - 1)) - 1) <= x && x <= 1i64 << (nbits - 1)
 }
 
-fn write_value(w: &mut BitWriter, value: f64, previous: f64, leading: &mut u8, trailing: &mut u8) {
+/// chunkenc `xorWrite`: the Gorilla float encoding of XOR chunks, also used for the values of
+/// float histogram chunks.
+pub(crate) fn write_value(
+    w: &mut BitWriter,
+    value: f64,
+    previous: f64,
+    leading: &mut u8,
+    trailing: &mut u8,
+) {
     let delta = value.to_bits() ^ previous.to_bits();
     if delta == 0 {
         w.bit(false);

@@ -318,6 +318,46 @@ const READ_HEADERS: &[(&str, &str)] = &[
     ("X-Prometheus-Remote-Read-Version", "0.1.0"),
 ];
 
+/// Remote read of one metric (streamed or SAMPLES): the answer's body, after a 200.
+fn read_answer(
+    addr: std::net::SocketAddr,
+    start: i64,
+    end: i64,
+    metric: &str,
+    streamed: bool,
+) -> Vec<u8> {
+    let r = exchange(
+        addr,
+        "POST",
+        "/read",
+        READ_HEADERS,
+        &read_body(start, end, metric, streamed),
+        None,
+    )
+    .expect("read");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.body
+}
+
+/// Remote read (SAMPLES) of one metric: the series of the answer.
+fn read_samples_answer(
+    addr: std::net::SocketAddr,
+    start: i64,
+    end: i64,
+    metric: &str,
+) -> Vec<TimeSeries> {
+    let body = read_answer(addr, start, end, metric, false);
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&body)
+        .expect("snappy");
+    ReadResponse::decode(raw.as_slice())
+        .expect("ReadResponse")
+        .results
+        .into_iter()
+        .flat_map(|q| q.timeseries)
+        .collect()
+}
+
 /// Remote read (SAMPLES) of one metric's float samples, as (ms, value bits).
 fn read_float_samples(
     addr: std::net::SocketAddr,
@@ -325,24 +365,8 @@ fn read_float_samples(
     end: i64,
     metric: &str,
 ) -> Vec<(i64, u64)> {
-    let r = exchange(
-        addr,
-        "POST",
-        "/read",
-        READ_HEADERS,
-        &read_body(start, end, metric, false),
-        None,
-    )
-    .expect("read");
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(&r.body)
-        .expect("snappy");
-    ReadResponse::decode(raw.as_slice())
-        .expect("ReadResponse")
-        .results
+    read_samples_answer(addr, start, end, metric)
         .into_iter()
-        .flat_map(|q| q.timeseries)
         .flat_map(|s| s.samples)
         .map(|x| (x.timestamp, x.value.to_bits()))
         .collect()
@@ -355,29 +379,10 @@ fn read_histograms(
     end: i64,
     metric: &str,
 ) -> Vec<(String, i64, proto::Histogram)> {
-    let r = exchange(
-        addr,
-        "POST",
-        "/read",
-        READ_HEADERS,
-        &read_body(start, end, metric, false),
-        None,
-    )
-    .expect("read");
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(&r.body)
-        .expect("snappy");
-    let resp = ReadResponse::decode(raw.as_slice()).expect("ReadResponse");
-    resp.results
+    read_samples_answer(addr, start, end, metric)
         .into_iter()
-        .flat_map(|q| q.timeseries)
-        .flat_map(|s| {
-            let metric = metric.to_string();
-            s.histograms
-                .into_iter()
-                .map(move |h| (metric.clone(), h.timestamp, h))
-        })
+        .flat_map(|s| s.histograms)
+        .map(|h| (metric.to_string(), h.timestamp, h))
         .collect()
 }
 
@@ -392,19 +397,10 @@ fn read_streamed_chunks(
     end: i64,
     metric: &str,
 ) -> (Vec<ChunkInfo>, Vec<proto::Histogram>) {
-    let r = exchange(
-        addr,
-        "POST",
-        "/read",
-        READ_HEADERS,
-        &read_body(start, end, metric, true),
-        None,
-    )
-    .expect("read");
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let body = read_answer(addr, start, end, metric, true);
     let mut out = Vec::new();
     let mut decoded = Vec::new();
-    let mut rest = r.body.as_slice();
+    let mut rest = body.as_slice();
     while !rest.is_empty() {
         let (mut len, mut shift, mut used) = (0usize, 0, 0);
         for &b in rest {

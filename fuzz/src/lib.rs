@@ -117,63 +117,9 @@ fn check_write_body(body: &[u8]) {
 /// A decoded batch with every float as bits (NaN != NaN) and labels as JSON.
 type BatchBits = (Vec<String>, Vec<(String, &'static str, String, String)>);
 
-/// A histogram as text, its floats as bits.
-fn histogram_bits(h: &decode::Histogram) -> String {
-    let floats = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-    let counts = match &h.counts {
-        decode::HistogramCounts::Integer {
-            count,
-            zero_count,
-            negative,
-            positive,
-        } => format!("int {count} {zero_count} {negative:?} {positive:?}"),
-        decode::HistogramCounts::Float {
-            count,
-            zero_count,
-            negative,
-            positive,
-        } => format!(
-            "float {:?} {:?} {:?}",
-            floats(&[*count, *zero_count]),
-            floats(negative),
-            floats(positive)
-        ),
-    };
-    format!(
-        "{} {} {:?} {:?} {counts} {:?} {:?} {:?}",
-        h.timestamp,
-        h.schema,
-        floats(&[h.zero_threshold, h.sum]),
-        h.reset_hint,
-        h.negative_spans,
-        h.positive_spans,
-        floats(&h.custom_values)
-    )
-}
-
 fn batch_bits(batch: &WriteBatch) -> BatchBits {
     (
-        batch
-            .series
-            .iter()
-            .map(|s| {
-                let samples: Vec<_> = s
-                    .samples
-                    .iter()
-                    .map(|x| (x.timestamp, x.value.to_bits()))
-                    .collect();
-                let histograms: Vec<_> = s.histograms.iter().map(histogram_bits).collect();
-                let exemplars: Vec<_> = s
-                    .exemplars
-                    .iter()
-                    .map(|e| (&e.labels, e.value.to_bits(), e.timestamp))
-                    .collect();
-                format!(
-                    "{} {samples:?} {histograms:?} {exemplars:?}",
-                    s.labels.to_json()
-                )
-            })
-            .collect(),
+        batch.series_bit_image(),
         batch
             .metadata
             .iter()
@@ -296,11 +242,7 @@ fn check_histogram(h: &decode::Histogram) {
     assert_eq!(described(&h.positive_spans), positive as u64);
     let wire = proto::Histogram::from(h);
     let back = decode::Histogram::try_from(wire).expect("a valid histogram converts back");
-    assert_eq!(
-        histogram_bits(&back),
-        histogram_bits(h),
-        "histogram round trip"
-    );
+    assert_eq!(back.bit_image(), h.bit_image(), "histogram round trip");
 }
 
 // ---------------------------------------------------------------------------------------

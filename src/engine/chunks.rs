@@ -22,14 +22,14 @@ pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>> {
 }
 
 /// Appends one field of a binary COPY row (or array element): its length, then its bytes.
-pub(crate) fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
+fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     buf.extend_from_slice(bytes);
 }
 
 /// A one-dimensional float8 array in PostgreSQL's binary form (ndim, has-nulls, element type
 /// 701, length, lower bound, then each element), the floats' bits copied as they are.
-pub(crate) fn float8_array(values: &[f64]) -> Vec<u8> {
+fn float8_array(values: &[f64]) -> Vec<u8> {
     let mut array = Vec::with_capacity(20 + values.len() * 12);
     array.extend_from_slice(&1i32.to_be_bytes());
     array.extend_from_slice(&0i32.to_be_bytes());

@@ -8,13 +8,11 @@
 //! decides (`INSERT ... ON CONFLICT DO NOTHING`); against chunks the insert transaction drops
 //! a late row whose chunk already holds its time, after its insert, as for floats.
 
-use super::chunks::{float8_array, put_field};
 use super::histogram_codec::{self, EncodedHistograms};
-use super::{window_of, PG_EPOCH_MS, WINDOW_MS};
+use super::{window_of, WINDOW_MS};
 use crate::db_error::{Result, StoreError};
 use crate::decode::Histogram;
 use std::collections::BTreeMap;
-use std::io::Write;
 
 /// A histogram on its way into the head.
 #[derive(Debug, Clone, Copy)]
@@ -38,30 +36,6 @@ const COMPACTION_LOCK_KEY: i64 = 0x7072_6f6d_6869_7374; // "promhist"
 /// bounded however large the backlog (a day of an upgraded sender's histograms).
 const COMPACTION_BATCH_ROWS: i64 = 20_000;
 
-/// Binary COPY data for `(series_id, time, data, floats)`, each row one histogram.
-fn encode_copy(rows: &[HistogramRow]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    buf.extend_from_slice(&0i32.to_be_bytes());
-    buf.extend_from_slice(&0i32.to_be_bytes());
-    for r in rows {
-        let EncodedHistograms { data, floats } =
-            histogram_codec::encode(std::slice::from_ref(r.histogram));
-        buf.extend_from_slice(&4i16.to_be_bytes());
-        put_field(&mut buf, &r.series_id.to_be_bytes());
-        let micros = r
-            .histogram
-            .timestamp
-            .saturating_sub(PG_EPOCH_MS)
-            .saturating_mul(1000);
-        put_field(&mut buf, &micros.to_be_bytes());
-        put_field(&mut buf, &data);
-        put_field(&mut buf, &float8_array(&floats));
-    }
-    buf.extend_from_slice(&(-1i16).to_be_bytes());
-    buf
-}
-
 /// Inside the insert transaction: stores `rows` (sorted by (series, time), each key once) in
 /// the head, keeping what a key holds already, then drops the rows older than
 /// `late_before_ms` whose chunk holds their time (the chunk's value was first).
@@ -73,24 +47,33 @@ pub fn insert(
     if rows.is_empty() {
         return Ok(HistogramsInserted::default());
     }
-    tx.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS promgres_histogram_staging
-             (series_id bigint, time timestamptz, data bytea, floats double precision[])
-             ON COMMIT DELETE ROWS",
-    )?;
-    let mut copy = tx.copy_in(
-        "COPY promgres_histogram_staging (series_id, time, data, floats) FROM STDIN (FORMAT binary)",
-    )?;
-    copy.write_all(&encode_copy(rows))?;
-    copy.finish()?;
+    // One statement, arrays as parameters (sent in binary, so the floats keep their bits):
+    // each row's floats are a slice of one flat array, as a float8[] per row cannot be a
+    // parameter of unnest.
+    let mut series = Vec::with_capacity(rows.len());
+    let mut times = Vec::with_capacity(rows.len());
+    let mut data = Vec::with_capacity(rows.len());
+    let mut offsets = Vec::with_capacity(rows.len());
+    let mut lengths = Vec::with_capacity(rows.len());
+    let mut floats: Vec<f64> = Vec::new();
+    for r in rows {
+        let encoded = histogram_codec::encode(std::slice::from_ref(r.histogram));
+        series.push(r.series_id);
+        times.push(r.histogram.timestamp);
+        offsets.push(i32::try_from(floats.len()).unwrap_or(i32::MAX));
+        lengths.push(i32::try_from(encoded.floats.len()).unwrap_or(i32::MAX));
+        floats.extend(encoded.floats);
+        data.push(encoded.data);
+    }
     // In key order, like float rows: two writers holding the same keys lock them in the same
     // order and cannot deadlock.
     let added = tx.execute(
         "INSERT INTO promgres.histogram_head (series_id, time, data, floats)
-         SELECT series_id, time, data, floats FROM promgres_histogram_staging
-          ORDER BY series_id, time
+         SELECT s, timestamptz 'epoch' + t * interval '1 millisecond', d, ($6::float8[])[o + 1 : o + n]
+           FROM unnest($1::int8[], $2::int8[], $3::bytea[], $4::int4[], $5::int4[]) AS x(s, t, d, o, n)
+          ORDER BY s, t
          ON CONFLICT DO NOTHING",
-        &[],
+        &[&series, &times, &data, &offsets, &lengths, &floats],
     )?;
     let mut stored = usize::try_from(added).unwrap_or(usize::MAX);
     let (late_series, late_times): (Vec<i64>, Vec<i64>) = rows
@@ -381,24 +364,12 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{HistogramCounts, ResetHint};
 
-    fn h(t: i64, count: u64) -> Histogram {
+    /// A histogram told apart by its sum.
+    fn h(t: i64, sum: u64) -> Histogram {
         Histogram {
-            timestamp: t,
-            schema: 0,
-            zero_threshold: 0.0,
-            sum: count as f64,
-            reset_hint: ResetHint::No,
-            counts: HistogramCounts::Integer {
-                count,
-                zero_count: 0,
-                negative: vec![],
-                positive: vec![],
-            },
-            negative_spans: vec![],
-            positive_spans: vec![],
-            custom_values: vec![],
+            sum: sum as f64,
+            ..crate::decode::tests::int_histogram(t)
         }
     }
 

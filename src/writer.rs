@@ -35,6 +35,12 @@ pub struct Shared {
     pub metric_views: Mutex<HashSet<String>>,
     /// Days (since 1970-01-01 UTC) whose partition is known to exist.
     pub partitions: Mutex<HashSet<i32>>,
+    /// Metadata this instance wrote in the last [`METADATA_REWRITE_AFTER`], per metric, and
+    /// when: remote write 2.0 repeats every series' metadata in every request, and a
+    /// transaction skips the upsert of what it wrote lately as it is (so what another
+    /// instance wrote meanwhile is overwritten within a minute, as 1.0 senders' once-a-minute
+    /// metadata does). Cleared when it grows past [`METADATA_CACHE_MAX`].
+    pub metadata_written: Mutex<HashMap<String, (Metadata, Instant)>>,
     pub metrics: Arc<Metrics>,
     /// With HA: where fenced groups of jobs nobody waits for (asynchronous acks, a new
     /// leader's buffered samples) go when their replica lost the lease before commit, to be
@@ -45,12 +51,18 @@ pub struct Shared {
     pub db_clock: std::sync::OnceLock<Arc<crate::clock::DbClock>>,
 }
 
+/// Metrics whose last written metadata a writer pool remembers at most.
+const METADATA_CACHE_MAX: usize = 100_000;
+/// Unchanged metadata is written again after this long.
+const METADATA_REWRITE_AFTER: Duration = Duration::from_secs(60);
+
 impl Shared {
     pub fn new(metrics: Arc<Metrics>, series_cache_max: usize) -> Self {
         Shared {
             series: SeriesCache::new(series_cache_max),
             metric_views: Mutex::new(HashSet::new()),
             partitions: Mutex::new(HashSet::new()),
+            metadata_written: Mutex::new(HashMap::new()),
             metrics,
             reroute: std::sync::OnceLock::new(),
             db_clock: std::sync::OnceLock::new(),
@@ -456,10 +468,19 @@ fn write_jobs<'j>(
     shared: &Shared,
     jobs: &'j [Job],
 ) -> Result<Written, StoreError> {
-    let metadata = latest_metadata(jobs);
+    let metadata = new_metadata(shared, latest_metadata(jobs));
     if !metadata.is_empty() {
         store::upsert_metadata(client, &metadata)?;
         shared.metrics.metadata_stored.add(metadata.len() as u64);
+        let mut written = shared
+            .metadata_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if written.len() + metadata.len() > METADATA_CACHE_MAX {
+            written.clear();
+        }
+        let now = Instant::now();
+        written.extend(metadata.into_iter().map(|m| (m.metric.clone(), (m, now))));
     }
 
     // Every job's unconditional series, then its fenced groups' series, resolved in one batch.
@@ -642,6 +663,23 @@ fn latest_metadata(jobs: &[Job]) -> Vec<Metadata> {
     by_metric.into_values().cloned().collect()
 }
 
+/// The entries of `metadata` this instance has not written as they are in the last
+/// [`METADATA_REWRITE_AFTER`].
+fn new_metadata(shared: &Shared, metadata: Vec<Metadata>) -> Vec<Metadata> {
+    let written = shared
+        .metadata_written
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    metadata
+        .into_iter()
+        .filter(|m| {
+            !written
+                .get(&m.metric)
+                .is_some_and(|(w, at)| w == m && at.elapsed() < METADATA_REWRITE_AFTER)
+        })
+        .collect()
+}
+
 fn day_of(timestamp_ms: i64) -> i32 {
     // Timestamps are validated to lie after 1970 and before now + 10 min: the day fits.
     i32::try_from(timestamp_ms.div_euclid(86_400_000)).unwrap_or(i32::MAX)
@@ -766,4 +804,37 @@ pub fn prepare_partitions(
 ) -> Result<(), StoreError> {
     let days: HashSet<i32> = days_ahead(now_ms).into_iter().collect();
     ensure_partitions(client, shared, &days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(metric: &str, help: &str) -> Metadata {
+        Metadata {
+            metric: metric.into(),
+            metric_type: "counter",
+            help: help.into(),
+            unit: String::new(),
+        }
+    }
+
+    #[test]
+    fn metadata_written_lately_as_it_is_is_not_written_again() {
+        let shared = Shared::new(Arc::new(Metrics::default()), 16);
+        let first = vec![meta("a_total", "A."), meta("b_total", "B.")];
+        assert_eq!(new_metadata(&shared, first.clone()), first);
+        let now = Instant::now();
+        shared
+            .metadata_written
+            .lock()
+            .unwrap()
+            .extend(first.iter().map(|m| (m.metric.clone(), (m.clone(), now))));
+        // The same again: nothing to write. A changed help text: written.
+        let again = vec![meta("a_total", "A."), meta("b_total", "B, now counted.")];
+        assert_eq!(
+            new_metadata(&shared, again),
+            vec![meta("b_total", "B, now counted.")]
+        );
+    }
 }
